@@ -1,0 +1,296 @@
+//! The catalog: repos, their data instances and version DAGs. Small enough to keep in memory; every
+//! change is written through to the ordered store as one record per repo and per version.
+
+use crate::geometry::Point;
+use crate::tree::TreeRef;
+use crate::{Codec, ObjectId, Result, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A version or repo UUID: 128 random bits, shown as 32 lowercase hex digits like DVID's.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Uuid(pub u128);
+
+impl Uuid {
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+
+    pub fn to_hex(&self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({})", self.to_hex())
+    }
+}
+
+/// The data types a node serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataKind {
+    Uint8Blk,
+    LabelBlk,
+    KeyValue,
+}
+
+impl DataKind {
+    pub fn parse(typename: &str) -> Result<Self> {
+        match typename {
+            "uint8blk" => Ok(Self::Uint8Blk),
+            "labelblk" => Ok(Self::LabelBlk),
+            "keyvalue" => Ok(Self::KeyValue),
+            other => Err(StoreError::BadRequest(format!(
+                "unknown data type {other:?}: this node serves uint8blk, labelblk and keyvalue"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Uint8Blk => "uint8blk",
+            Self::LabelBlk => "labelblk",
+            Self::KeyValue => "keyvalue",
+        }
+    }
+
+    /// Bytes per voxel for block types; `None` for key-value data.
+    pub fn voxel_bytes(&self) -> Option<usize> {
+        match self {
+            Self::Uint8Blk => Some(1),
+            Self::LabelBlk => Some(8),
+            Self::KeyValue => None,
+        }
+    }
+}
+
+/// A data instance: a named, typed dataset living in every version of its repo.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: u32,
+    pub name: String,
+    pub data_uuid: Uuid,
+    pub kind: DataKind,
+    pub codec: Codec,
+    pub block_size: Point,
+    pub voxel_size: [f32; 3],
+    pub voxel_units: [String; 3],
+    /// Inclusive voxel bounds of everything ever written, across versions (as DVID keeps them).
+    pub extents: Option<(Point, Point)>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// Bytes of one uncompressed block.
+    pub fn block_bytes(&self) -> usize {
+        let voxels: usize = self.block_size.iter().map(|&s| s as usize).product();
+        voxels * self.kind.voxel_bytes().unwrap_or(0)
+    }
+}
+
+/// A repo: alias, description, log, instances, and the ids of its versions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Repo {
+    pub id: u32,
+    pub root: Uuid,
+    pub alias: String,
+    pub description: String,
+    pub log: Vec<String>,
+    pub instances: BTreeMap<String, Instance>,
+    pub versions: Vec<u32>,
+    pub created: String,
+    pub updated: String,
+}
+
+/// A node of the version DAG.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Version {
+    pub id: u32,
+    pub uuid: Uuid,
+    pub repo: u32,
+    pub parents: Vec<u32>,
+    pub children: Vec<u32>,
+    pub branch: String,
+    pub note: String,
+    pub log: Vec<String>,
+    pub locked: bool,
+    pub created: String,
+    pub updated: String,
+    /// Tree roots by instance id. For a locked version, its committed contents; for a mutable one,
+    /// the base that its working set overlays.
+    pub roots: BTreeMap<u32, TreeRef>,
+    /// Set when locked: hash over parents' commit hashes, instance roots and metadata.
+    pub commit_hash: Option<ObjectId>,
+}
+
+/// All repos and versions, indexed for lookup by id and by UUID.
+#[derive(Default, Clone)]
+pub struct Catalog {
+    pub repos: BTreeMap<u32, Repo>,
+    pub versions: BTreeMap<u32, Version>,
+    by_uuid: BTreeMap<Uuid, u32>,
+    pub next_id: u32,
+}
+
+impl Catalog {
+    pub fn insert_repo(&mut self, repo: Repo) {
+        self.repos.insert(repo.id, repo);
+    }
+
+    pub fn insert_version(&mut self, v: Version) {
+        self.by_uuid.insert(v.uuid, v.id);
+        self.versions.insert(v.id, v);
+    }
+
+    pub fn allocate_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Resolves a full UUID or any unique prefix of one (as DVID does) to a version id.
+    pub fn resolve(&self, text: &str) -> Result<u32> {
+        let text = text.trim().to_ascii_lowercase();
+        if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::BadRequest(format!(
+                "{text:?} is not a UUID: expected 1 to 32 hexadecimal digits"
+            )));
+        }
+        let pad = 32 - text.len();
+        let lo = u128::from_str_radix(&format!("{text}{}", "0".repeat(pad)), 16)
+            .map_err(|e| StoreError::BadRequest(format!("bad UUID {text:?}: {e}")))?;
+        let hi = u128::from_str_radix(&format!("{text}{}", "f".repeat(pad)), 16)
+            .map_err(|e| StoreError::BadRequest(format!("bad UUID {text:?}: {e}")))?;
+        let mut hits = self.by_uuid.range(Uuid(lo)..=Uuid(hi));
+        match (hits.next(), hits.next()) {
+            (Some((_, &id)), None) => Ok(id),
+            (None, _) => Err(StoreError::NotFound(format!("no version matches UUID {text:?}"))),
+            (Some(_), Some(_)) => Err(StoreError::Ambiguous {
+                prefix: text,
+                matches: 2 + hits.count(),
+            }),
+        }
+    }
+
+    pub fn version(&self, id: u32) -> Result<&Version> {
+        self.versions
+            .get(&id)
+            .ok_or_else(|| StoreError::Corrupt(format!("version id {id} is missing")))
+    }
+
+    pub fn repo_of(&self, version: u32) -> Result<&Repo> {
+        let v = self.version(version)?;
+        self.repos
+            .get(&v.repo)
+            .ok_or_else(|| StoreError::Corrupt(format!("repo id {} is missing", v.repo)))
+    }
+
+    /// The instance `name` of the repo holding `version`.
+    pub fn instance(&self, version: u32, name: &str) -> Result<&Instance> {
+        let repo = self.repo_of(version)?;
+        repo.instances.get(name).ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "no data instance {name:?} in repo {} (it has: {})",
+                repo.root,
+                repo.instances.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Every ancestor of `id`, itself included.
+    pub fn ancestors(&self, id: u32) -> Result<Vec<u32>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![id];
+        while let Some(v) = stack.pop() {
+            if seen.insert(v) {
+                stack.extend(self.version(v)?.parents.iter().copied());
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+
+    /// A merge base of several versions: a common ancestor that is not an ancestor of another common
+    /// ancestor; among several such (criss-cross histories), the newest.
+    pub fn merge_base(&self, versions: &[u32]) -> Result<Option<u32>> {
+        let mut common: Option<std::collections::BTreeSet<u32>> = None;
+        for &v in versions {
+            let a: std::collections::BTreeSet<u32> = self.ancestors(v)?.into_iter().collect();
+            common = Some(match common {
+                None => a,
+                Some(c) => c.intersection(&a).copied().collect(),
+            });
+        }
+        let common = common.unwrap_or_default();
+        let mut best = None;
+        for &c in common.iter().rev() {
+            let dominated = common
+                .iter()
+                .any(|&o| o != c && self.ancestors(o).is_ok_and(|a| a.contains(&c)));
+            if !dominated {
+                best = Some(c);
+                break;
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// Current time in DVID's format (RFC 3339 with local offset).
+pub fn now() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: u32, uuid: u128, parents: Vec<u32>) -> Version {
+        Version {
+            id,
+            uuid: Uuid(uuid),
+            repo: 1,
+            parents,
+            children: vec![],
+            branch: String::new(),
+            note: String::new(),
+            log: vec![],
+            locked: true,
+            created: now(),
+            updated: now(),
+            roots: BTreeMap::new(),
+            commit_hash: None,
+        }
+    }
+
+    #[test]
+    fn catalog_resolves_unique_prefixes() {
+        let mut c = Catalog::default();
+        c.insert_version(version(1, 0xabc0 << 112, vec![]));
+        c.insert_version(version(2, 0xabd0 << 112, vec![1]));
+        assert_eq!(c.resolve("abc").unwrap(), 1);
+        assert_eq!(c.resolve("ABD").unwrap(), 2);
+        assert!(matches!(c.resolve("ab"), Err(StoreError::Ambiguous { matches: 2, .. })));
+        assert!(matches!(c.resolve("ff"), Err(StoreError::NotFound(_))));
+        assert!(matches!(c.resolve("xyz"), Err(StoreError::BadRequest(_))));
+        assert!(matches!(c.resolve(&"a".repeat(33)), Err(StoreError::BadRequest(_))));
+    }
+
+    #[test]
+    fn catalog_merge_base_of_branches() {
+        let mut c = Catalog::default();
+        c.insert_version(version(1, 1, vec![]));
+        c.insert_version(version(2, 2, vec![1]));
+        c.insert_version(version(3, 3, vec![2]));
+        c.insert_version(version(4, 4, vec![2]));
+        c.insert_version(version(5, 5, vec![4]));
+        assert_eq!(c.merge_base(&[3, 5]).unwrap(), Some(2));
+        assert_eq!(c.merge_base(&[2, 5]).unwrap(), Some(2));
+    }
+}

@@ -1,0 +1,57 @@
+//! Key layout of the ordered store, the one owner of how records are named. Integers are big-endian
+//! so ranges sort numerically.
+//!
+//! Meta space:
+//! - `c/next_id` -> u32 counter shared by repos, versions and instances
+//! - `r/{repo id}` -> postcard `RepoRecord`
+//! - `v/{version id}` -> postcard `VersionRecord`
+//!
+//! Working space (uncommitted writes of mutable versions):
+//! - `{instance id}{version id}{index key}` -> postcard `WorkingEntry`
+
+pub const NEXT_ID: &[u8] = b"c/next_id";
+pub const REPO_PREFIX: &[u8] = b"r/";
+pub const VERSION_PREFIX: &[u8] = b"v/";
+
+pub fn repo(id: u32) -> Vec<u8> {
+    [REPO_PREFIX, &id.to_be_bytes()].concat()
+}
+
+pub fn version(id: u32) -> Vec<u8> {
+    [VERSION_PREFIX, &id.to_be_bytes()].concat()
+}
+
+/// Start of the working set of one (instance, version).
+pub fn working_prefix(instance: u32, version: u32) -> Vec<u8> {
+    [instance.to_be_bytes(), version.to_be_bytes()].concat()
+}
+
+pub fn working(instance: u32, version: u32, index: &[u8]) -> Vec<u8> {
+    [&working_prefix(instance, version)[..], index].concat()
+}
+
+/// Exclusive upper bound of all keys starting with `prefix`, or `None` if there is none.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_golden_layout() {
+        assert_eq!(repo(1), b"r/\0\0\0\x01");
+        assert_eq!(working(1, 2, b"k"), b"\0\0\0\x01\0\0\0\x02k");
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff"), None);
+        assert!(version(255) < version(256));
+    }
+}

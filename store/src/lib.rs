@@ -1,0 +1,26 @@
+//! `dvid-store`: versioned, content-addressed storage for image volumes and key-value data.
+//!
+//! Layers, bottom up: [`engine`] (ordered key-value and object stores: fjall or memory), [`object`]
+//! (BLAKE3 content addresses), [`tree`] (per-version Merkle tries), [`catalog`] (repos, instances,
+//! the version DAG), and [`Store`], which serves the data types on top.
+
+mod blocks;
+pub mod catalog;
+pub mod codec;
+pub mod engine;
+mod error;
+pub mod geometry;
+pub mod keys;
+mod keyvalue;
+pub mod object;
+mod store;
+pub mod tree;
+
+pub use catalog::{Catalog, DataKind, Instance, Repo, Uuid, Version};
+pub use codec::Codec;
+pub use engine::{FjallEngine, MemEngine, ObjectStore, OrderedStore};
+pub use error::{Result, StoreError};
+pub use geometry::{Point, Subvolume};
+pub use keyvalue::MAX_VALUE_BYTES;
+pub use object::ObjectId;
+pub use store::{InstanceSettings, MAX_BLOCK_BYTES, MAX_BLOCK_EDGE, Store};

@@ -1,0 +1,680 @@
+//! The store façade: repos, instances and the version DAG on top of an [`OrderedStore`] and an
+//! [`ObjectStore`]. All methods block; async callers run them on a blocking thread.
+//!
+//! Concurrency: `gate` orders data operations (shared) against commits and merges (exclusive), so a
+//! commit never races a write or a read at the version it folds. Per-instance mutexes serialise the
+//! read-modify-write of partial blocks.
+
+use crate::catalog::{Catalog, DataKind, Instance, Repo, Uuid, Version, now};
+use crate::engine::{BatchOp, FjallEngine, MemEngine, ObjectStore, OrderedStore, Space};
+use crate::tree::{Change, Entry, TreeRef, Trees};
+use crate::{Codec, ObjectId, Result, StoreError, keys};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Decoded tree nodes kept in memory.
+const CACHED_NODES: usize = 64 * 1024;
+
+/// A working-set record: a put (`object` set) or a tombstone, with the original key name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WorkingEntry {
+    pub object: Option<ObjectId>,
+    pub name: Vec<u8>,
+}
+
+/// Settings for a new data instance, already parsed from DVID's request body.
+#[derive(Clone, Debug)]
+pub struct InstanceSettings {
+    pub name: String,
+    pub kind: DataKind,
+    pub codec: Codec,
+    pub block_size: [i32; 3],
+    pub voxel_size: [f32; 3],
+    pub voxel_units: [String; 3],
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Largest block edge accepted, and largest block in bytes, so one block stays a modest object.
+pub const MAX_BLOCK_EDGE: i32 = 512;
+pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
+
+/// The versioned, content-addressed store.
+pub struct Store {
+    pub(crate) meta: Arc<dyn OrderedStore>,
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) trees: Trees,
+    pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) gate: RwLock<()>,
+    instance_locks: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
+    backend: &'static str,
+}
+
+impl Store {
+    /// Opens the embedded fjall store in `dir`.
+    pub fn open_fjall(dir: &Path) -> Result<Self> {
+        let engine = Arc::new(FjallEngine::open(dir)?);
+        Self::open(engine.clone(), engine, "fjall")
+    }
+
+    /// A store that lives in memory only.
+    pub fn open_memory() -> Result<Self> {
+        let engine = Arc::new(MemEngine::new());
+        Self::open(engine.clone(), engine, "memory")
+    }
+
+    /// Opens a store over the given engines, loading the catalog.
+    pub fn open(
+        meta: Arc<dyn OrderedStore>,
+        objects: Arc<dyn ObjectStore>,
+        backend: &'static str,
+    ) -> Result<Self> {
+        let catalog = load_catalog(meta.as_ref())?;
+        Ok(Self {
+            trees: Trees::new(objects.clone(), CACHED_NODES),
+            meta,
+            objects,
+            catalog: RwLock::new(catalog),
+            gate: RwLock::new(()),
+            instance_locks: Mutex::new(HashMap::new()),
+            backend,
+        })
+    }
+
+    /// Name of the storage engine, for server info.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// A consistent copy of the catalog, for building info responses.
+    pub fn catalog(&self) -> Catalog {
+        self.catalog.read().clone()
+    }
+
+    /// Resolves a UUID or unique prefix to its version.
+    pub fn resolve(&self, uuid: &str) -> Result<Version> {
+        let c = self.catalog.read();
+        Ok(c.version(c.resolve(uuid)?)?.clone())
+    }
+
+    /// Creates a repo with a mutable root version; returns the root UUID.
+    pub fn create_repo(&self, alias: &str, description: &str) -> Result<Uuid> {
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let mut next = c.clone();
+        let repo_id = next.allocate_id();
+        let version_id = next.allocate_id();
+        let root = Uuid::random();
+        let t = now();
+        let repo = Repo {
+            id: repo_id,
+            root,
+            alias: alias.to_string(),
+            description: description.to_string(),
+            log: vec![],
+            instances: BTreeMap::new(),
+            versions: vec![version_id],
+            created: t.clone(),
+            updated: t.clone(),
+        };
+        let version = new_version(version_id, root, repo_id, vec![], String::new(), BTreeMap::new());
+        next.insert_repo(repo.clone());
+        next.insert_version(version.clone());
+        self.meta.write(vec![
+            put_record(keys::repo(repo_id), &repo),
+            put_record(keys::version(version_id), &version),
+            put_counter(next.next_id),
+        ])?;
+        *c = next;
+        Ok(root)
+    }
+
+    /// Adds a data instance to the repo holding `uuid`.
+    pub fn create_instance(&self, uuid: &str, s: InstanceSettings) -> Result<Instance> {
+        validate_instance_name(&s.name)?;
+        if s.kind.voxel_bytes().is_some() {
+            validate_block_size(s.block_size, s.kind.voxel_bytes().unwrap_or(1))?;
+        }
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let mut repo = c.repo_of(vid)?.clone();
+        if repo.instances.contains_key(&s.name) {
+            return Err(StoreError::BadRequest(format!(
+                "data instance {:?} already exists in repo {}",
+                s.name, repo.root
+            )));
+        }
+        let id = c.allocate_id();
+        let inst = Instance {
+            id,
+            name: s.name.clone(),
+            data_uuid: Uuid::random(),
+            kind: s.kind,
+            codec: s.codec,
+            block_size: s.block_size,
+            voxel_size: s.voxel_size,
+            voxel_units: s.voxel_units,
+            extents: None,
+            tags: s.tags,
+        };
+        repo.instances.insert(s.name, inst.clone());
+        repo.updated = now();
+        self.meta.write(vec![
+            put_record(keys::repo(repo.id), &repo),
+            put_counter(c.next_id),
+        ])?;
+        c.insert_repo(repo);
+        Ok(inst)
+    }
+
+    /// Sets a version's note.
+    pub fn set_note(&self, uuid: &str, note: &str) -> Result<()> {
+        self.update_version(uuid, |v| {
+            v.note = note.to_string();
+            Ok(())
+        })
+    }
+
+    /// Appends lines to a version's log.
+    pub fn append_log(&self, uuid: &str, lines: &[String]) -> Result<()> {
+        self.update_version(uuid, |v| {
+            v.log.extend(lines.iter().cloned());
+            Ok(())
+        })
+    }
+
+    /// Appends lines to a repo's log.
+    pub fn append_repo_log(&self, uuid: &str, lines: &[String]) -> Result<()> {
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let mut repo = c.repo_of(vid)?.clone();
+        repo.log.extend(lines.iter().cloned());
+        repo.updated = now();
+        self.meta.write(vec![put_record(keys::repo(repo.id), &repo)])?;
+        c.insert_repo(repo);
+        Ok(())
+    }
+
+    fn update_version(&self, uuid: &str, f: impl FnOnce(&mut Version) -> Result<()>) -> Result<()> {
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let mut v = c.version(vid)?.clone();
+        f(&mut v)?;
+        v.updated = now();
+        self.meta.write(vec![put_record(keys::version(vid), &v)])?;
+        c.insert_version(v);
+        Ok(())
+    }
+
+    /// Folds a mutable version's working set into its base trees and locks it. Returns its UUID.
+    pub fn commit(&self, uuid: &str, note: Option<&str>, log: &[String]) -> Result<Uuid> {
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let mut v = c.version(vid)?.clone();
+        if v.locked {
+            return Err(StoreError::Locked(format!(
+                "version {} is already committed (locked)",
+                v.uuid
+            )));
+        }
+        let repo = c.repo_of(vid)?.clone();
+        let mut new_nodes = Vec::new();
+        let mut batch = Vec::new();
+        for inst in repo.instances.values() {
+            let changes = self.working_changes(inst.id, vid, &mut batch)?;
+            if changes.is_empty() {
+                continue;
+            }
+            let base = v.roots.get(&inst.id).copied();
+            match self.trees.apply(base, &changes, &mut new_nodes)? {
+                Some(root) => v.roots.insert(inst.id, root),
+                None => v.roots.remove(&inst.id),
+            };
+        }
+        // Tree nodes first: a crash before the version record lands leaves only unreferenced objects.
+        self.objects.put_objects(&new_nodes)?;
+        if let Some(n) = note {
+            v.note = n.to_string();
+        }
+        v.log.extend(log.iter().cloned());
+        v.locked = true;
+        v.updated = now();
+        v.commit_hash = Some(commit_hash(&c, &repo, &v)?);
+        batch.push(put_record(keys::version(vid), &v));
+        self.meta.write(batch)?;
+        let committed = v.uuid;
+        c.insert_version(v);
+        Ok(committed)
+    }
+
+    /// Reads the working set of (instance, version) as sorted changes, and queues its deletion.
+    fn working_changes(&self, inst: u32, vid: u32, deletes: &mut Vec<BatchOp>) -> Result<Vec<Change>> {
+        let prefix = keys::working_prefix(inst, vid);
+        let end = keys::prefix_end(&prefix);
+        let mut changes = Vec::new();
+        let mut err = None;
+        self.meta.scan(Space::Working, &prefix, end.as_deref(), &mut |k, val| {
+            match postcard::from_bytes::<WorkingEntry>(val) {
+                Ok(w) => {
+                    let key = k[prefix.len()..].to_vec();
+                    changes.push(match w.object {
+                        Some(object) => Change::Put(Entry {
+                            key,
+                            name: w.name,
+                            object,
+                        }),
+                        None => Change::Delete(key),
+                    });
+                    deletes.push(BatchOp::Delete(Space::Working, k.to_vec()));
+                    true
+                }
+                Err(e) => {
+                    err = Some(StoreError::Corrupt(format!("working entry: {e}")));
+                    false
+                }
+            }
+        })?;
+        err.map_or(Ok(changes), Err)
+    }
+
+    /// Creates a mutable child of a locked version on a new, named branch.
+    pub fn branch(&self, uuid: &str, branch: &str, note: &str) -> Result<Uuid> {
+        if branch.trim().is_empty() {
+            return Err(StoreError::BadRequest(
+                "branch needs a non-empty \"branch\" name".into(),
+            ));
+        }
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let repo = c.repo_of(vid)?;
+        if repo
+            .versions
+            .iter()
+            .any(|id| c.versions.get(id).is_some_and(|v| v.branch == branch))
+        {
+            return Err(StoreError::BadRequest(format!(
+                "branch {branch:?} already exists in repo {}",
+                repo.root
+            )));
+        }
+        self.add_child(&mut c, &[vid], branch.to_string(), note, None)
+    }
+
+    /// Creates a mutable child of a locked version on the parent's branch.
+    pub fn new_version(&self, uuid: &str, note: &str) -> Result<Uuid> {
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let parent = c.version(vid)?;
+        let branch = parent.branch.clone();
+        if parent
+            .children
+            .iter()
+            .any(|id| c.versions.get(id).is_some_and(|ch| ch.branch == branch))
+        {
+            return Err(StoreError::BadRequest(format!(
+                "version {} already has a child on branch {branch:?}: use branch to start another line",
+                parent.uuid
+            )));
+        }
+        self.add_child(&mut c, &[vid], branch, note, None)
+    }
+
+    /// Merges locked parents into a new mutable child, refusing if any key changed differently on
+    /// several parents since their merge base (DVID's "conflict-free" merge, checked at merge time).
+    pub fn merge(&self, parents: &[String], note: &str) -> Result<Uuid> {
+        if parents.len() < 2 {
+            return Err(StoreError::BadRequest(
+                "merge needs at least two \"parents\"".into(),
+            ));
+        }
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let mut ids = Vec::new();
+        for p in parents {
+            let id = c.resolve(p)?;
+            if ids.contains(&id) {
+                return Err(StoreError::BadRequest(format!("parent {p} is listed twice")));
+            }
+            ids.push(id);
+        }
+        let repo = c.repo_of(ids[0])?.clone();
+        for &id in &ids {
+            let v = c.version(id)?;
+            if v.repo != repo.id {
+                return Err(StoreError::BadRequest(format!(
+                    "version {} is not in repo {}",
+                    v.uuid, repo.root
+                )));
+            }
+        }
+        let base = c.merge_base(&ids)?.ok_or_else(|| {
+            StoreError::Corrupt("versions of one repo without a common ancestor".into())
+        })?;
+        let base_v = c.version(base)?.clone();
+        let mut roots = BTreeMap::new();
+        let mut new_nodes = Vec::new();
+        for inst in repo.instances.values() {
+            let base_root = base_v.roots.get(&inst.id).copied();
+            // key -> (change, index of the parent that made it)
+            let mut merged: BTreeMap<Vec<u8>, (Option<Entry>, usize)> = BTreeMap::new();
+            let mut conflicts = Vec::new();
+            for (i, &pid) in ids.iter().enumerate() {
+                let root = c.version(pid)?.roots.get(&inst.id).copied();
+                for d in self.trees.diff(base_root, root)? {
+                    match merged.get(&d.key) {
+                        Some((prev, _)) if *prev != d.b => conflicts.push(describe_key(inst, &d)),
+                        Some(_) => {}
+                        None => {
+                            merged.insert(d.key, (d.b, i));
+                        }
+                    }
+                }
+            }
+            if !conflicts.is_empty() {
+                conflicts.sort();
+                conflicts.dedup();
+                return Err(StoreError::MergeConflict {
+                    instance: inst.name.clone(),
+                    keys: conflicts,
+                });
+            }
+            let changes: Vec<Change> = merged
+                .into_iter()
+                .map(|(k, (e, _))| match e {
+                    Some(e) => Change::Put(e),
+                    None => Change::Delete(k),
+                })
+                .collect();
+            if let Some(r) = self.trees.apply(base_root, &changes, &mut new_nodes)? {
+                roots.insert(inst.id, r);
+            }
+        }
+        self.objects.put_objects(&new_nodes)?;
+        let branch = c.version(ids[0])?.branch.clone();
+        self.add_child(&mut c, &ids, branch, note, Some(roots))
+    }
+
+    /// Adds a mutable child of locked `parents` and persists it.
+    fn add_child(
+        &self,
+        c: &mut Catalog,
+        parents: &[u32],
+        branch: String,
+        note: &str,
+        roots: Option<BTreeMap<u32, TreeRef>>,
+    ) -> Result<Uuid> {
+        for &p in parents {
+            let pv = c.version(p)?;
+            if !pv.locked {
+                return Err(StoreError::Locked(format!(
+                    "version {} is not committed: commit (lock) it before creating children from it",
+                    pv.uuid
+                )));
+            }
+        }
+        let mut next = c.clone();
+        let id = next.allocate_id();
+        let roots = roots.unwrap_or_else(|| c.versions[&parents[0]].roots.clone());
+        let mut child = new_version(id, Uuid::random(), c.versions[&parents[0]].repo, parents.to_vec(), branch, roots);
+        child.note = note.to_string();
+        let mut batch = vec![put_counter(next.next_id)];
+        for &p in parents {
+            let mut pv = next.version(p)?.clone();
+            pv.children.push(id);
+            batch.push(put_record(keys::version(p), &pv));
+            next.insert_version(pv);
+        }
+        let mut repo = next.repo_of(parents[0])?.clone();
+        repo.versions.push(id);
+        repo.updated = now();
+        batch.push(put_record(keys::repo(repo.id), &repo));
+        batch.push(put_record(keys::version(id), &child));
+        let uuid = child.uuid;
+        next.insert_repo(repo);
+        next.insert_version(child);
+        self.meta.write(batch)?;
+        *c = next;
+        Ok(uuid)
+    }
+
+    /// Lock for the read-modify-write of one instance's blocks.
+    pub(crate) fn instance_lock(&self, instance: u32) -> Arc<Mutex<()>> {
+        self.instance_locks
+            .lock()
+            .entry(instance)
+            .or_default()
+            .clone()
+    }
+
+    /// Looks up an index key at a version: working set first if mutable, then the version's tree.
+    pub(crate) fn lookup(&self, inst: &Instance, v: &Version, key: &[u8]) -> Result<Option<Entry>> {
+        if !v.locked
+            && let Some(raw) = self.meta.get(Space::Working, &keys::working(inst.id, v.id, key))?
+        {
+            let w: WorkingEntry = postcard::from_bytes(&raw)
+                .map_err(|e| StoreError::Corrupt(format!("working entry: {e}")))?;
+            return Ok(w.object.map(|object| Entry {
+                key: key.to_vec(),
+                name: w.name,
+                object,
+            }));
+        }
+        self.trees.get(v.roots.get(&inst.id).copied(), key)
+    }
+
+    /// Fetches an object's bytes, verifying its hash.
+    pub(crate) fn object(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        let bytes = self
+            .objects
+            .get_object(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("object {id} is missing")))?;
+        if ObjectId::of(&bytes) != *id {
+            return Err(StoreError::Corrupt(format!("object {id} fails its hash")));
+        }
+        Ok(bytes)
+    }
+
+    /// Resolves a version for writing: it must exist and be mutable.
+    pub(crate) fn writable(&self, uuid: &str, instance: &str) -> Result<(Version, Instance)> {
+        let c = self.catalog.read();
+        let vid = c.resolve(uuid)?;
+        let v = c.version(vid)?.clone();
+        let inst = c.instance(vid, instance)?.clone();
+        if v.locked {
+            return Err(StoreError::Locked(format!(
+                "version {} is committed (locked) and accepts no writes: create a child with newversion or branch",
+                v.uuid
+            )));
+        }
+        Ok((v, inst))
+    }
+
+    /// Resolves a version and instance for reading.
+    pub(crate) fn readable(&self, uuid: &str, instance: &str) -> Result<(Version, Instance)> {
+        let c = self.catalog.read();
+        let vid = c.resolve(uuid)?;
+        Ok((c.version(vid)?.clone(), c.instance(vid, instance)?.clone()))
+    }
+
+    /// Stores objects (deduplicated) then working entries, durably, in that order.
+    pub(crate) fn write_working(
+        &self,
+        inst: &Instance,
+        v: &Version,
+        objects: Vec<(ObjectId, Vec<u8>)>,
+        entries: Vec<(Vec<u8>, WorkingEntry)>,
+        extra: Vec<BatchOp>,
+    ) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<_> = objects.into_iter().filter(|(id, _)| seen.insert(*id)).collect();
+        self.objects.put_objects(&unique)?;
+        let mut batch: Vec<BatchOp> = entries
+            .into_iter()
+            .map(|(key, w)| {
+                BatchOp::Put(
+                    Space::Working,
+                    keys::working(inst.id, v.id, &key),
+                    postcard::to_stdvec(&w).expect("working entries serialize"),
+                )
+            })
+            .collect();
+        batch.extend(extra);
+        self.meta.write(batch)
+    }
+
+    /// Updates an instance's record (extents) in memory and returns the write that persists it.
+    pub(crate) fn update_instance(&self, inst: &Instance) -> Result<BatchOp> {
+        let mut c = self.catalog.write();
+        let repo_id = c
+            .repos
+            .values()
+            .find(|r| r.instances.get(&inst.name).is_some_and(|i| i.id == inst.id))
+            .map(|r| r.id)
+            .ok_or_else(|| StoreError::NotFound(format!("instance {:?} was removed", inst.name)))?;
+        let mut repo = c.repos[&repo_id].clone();
+        repo.instances.insert(inst.name.clone(), inst.clone());
+        let op = put_record(keys::repo(repo_id), &repo);
+        c.insert_repo(repo);
+        Ok(op)
+    }
+}
+
+fn new_version(
+    id: u32,
+    uuid: Uuid,
+    repo: u32,
+    parents: Vec<u32>,
+    branch: String,
+    roots: BTreeMap<u32, TreeRef>,
+) -> Version {
+    let t = now();
+    Version {
+        id,
+        uuid,
+        repo,
+        parents,
+        children: vec![],
+        branch,
+        note: String::new(),
+        log: vec![],
+        locked: false,
+        created: t.clone(),
+        updated: t,
+        roots,
+        commit_hash: None,
+    }
+}
+
+/// What a commit hash covers; postcard-encoded and hashed with BLAKE3.
+#[derive(Serialize)]
+struct CommitContent<'a> {
+    uuid: Uuid,
+    parents: Vec<Option<ObjectId>>,
+    roots: Vec<(Uuid, &'a str, Option<ObjectId>)>,
+    branch: &'a str,
+    note: &'a str,
+}
+
+fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
+    let mut parents = Vec::new();
+    for p in &v.parents {
+        parents.push(c.version(*p)?.commit_hash);
+    }
+    let roots = repo
+        .instances
+        .values()
+        .map(|i| (i.data_uuid, i.kind.name(), v.roots.get(&i.id).map(|r| r.id)))
+        .collect();
+    let content = CommitContent {
+        uuid: v.uuid,
+        parents,
+        roots,
+        branch: &v.branch,
+        note: &v.note,
+    };
+    Ok(ObjectId::of(
+        &postcard::to_stdvec(&content).expect("commit content serializes"),
+    ))
+}
+
+fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
+    if inst.kind == DataKind::KeyValue {
+        let name = d.a.as_ref().or(d.b.as_ref()).map(|e| e.name.clone()).unwrap_or_default();
+        format!("key {:?}", String::from_utf8_lossy(&name))
+    } else {
+        match crate::geometry::block_from_key(&d.key) {
+            Some([x, y, z]) => format!("block ({x},{y},{z})"),
+            None => format!("index {:02x?}", d.key),
+        }
+    }
+}
+
+fn validate_instance_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(StoreError::BadRequest(format!(
+            "bad data instance name {name:?}: 1 to 255 characters, no '/' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_block_size(bs: [i32; 3], voxel_bytes: usize) -> Result<()> {
+    if bs.iter().any(|&s| !(1..=MAX_BLOCK_EDGE).contains(&s)) {
+        return Err(StoreError::BadRequest(format!(
+            "BlockSize {bs:?}: each edge must be 1..={MAX_BLOCK_EDGE}"
+        )));
+    }
+    let bytes = bs.iter().map(|&s| s as usize).product::<usize>() * voxel_bytes;
+    if bytes > MAX_BLOCK_BYTES {
+        return Err(StoreError::BadRequest(format!(
+            "BlockSize {bs:?} makes {bytes}-byte blocks; the limit is {MAX_BLOCK_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn put_record<T: Serialize>(key: Vec<u8>, value: &T) -> BatchOp {
+    BatchOp::Put(
+        Space::Meta,
+        key,
+        postcard::to_stdvec(value).expect("records serialize"),
+    )
+}
+
+fn put_counter(next_id: u32) -> BatchOp {
+    BatchOp::Put(Space::Meta, keys::NEXT_ID.to_vec(), next_id.to_be_bytes().to_vec())
+}
+
+fn load_catalog(meta: &dyn OrderedStore) -> Result<Catalog> {
+    let mut c = Catalog::default();
+    if let Some(raw) = meta.get(Space::Meta, keys::NEXT_ID)? {
+        let bytes: [u8; 4] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("id counter is not 4 bytes".into()))?;
+        c.next_id = u32::from_be_bytes(bytes);
+    }
+    let mut err = None;
+    for (prefix, is_repo) in [(keys::REPO_PREFIX, true), (keys::VERSION_PREFIX, false)] {
+        let end = keys::prefix_end(prefix);
+        meta.scan(Space::Meta, prefix, end.as_deref(), &mut |k, v| {
+            let r = if is_repo {
+                postcard::from_bytes::<Repo>(v).map(|r| c.insert_repo(r))
+            } else {
+                postcard::from_bytes::<Version>(v).map(|v| c.insert_version(v))
+            };
+            if let Err(e) = r {
+                err = Some(StoreError::Corrupt(format!("record {k:02x?}: {e}")));
+                return false;
+            }
+            true
+        })?;
+    }
+    err.map_or(Ok(c), Err)
+}

@@ -1,0 +1,668 @@
+//! Per-version Merkle trees: a canonical, path-compressed byte trie over fixed-length keys, stored as
+//! content-addressed objects. This module owns the tree-node format.
+//!
+//! The shape depends only on the set of entries: a set of at most [`LEAF_MAX`] entries is one leaf;
+//! a larger set is an inner node at the longest prefix all its keys share, with one child per next
+//! byte. So the root hash is history-independent, an update of k entries rewrites O(k log n) nodes,
+//! two trees diff in O(d log n) by skipping equal hashes, and (with Morton keys) a region of space is
+//! a set of subtrees. Lookups walk at most key-length levels, whatever the version history.
+
+use crate::{ObjectId, ObjectStore, Result, StoreError};
+use quick_cache::sync::Cache;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Most entries a leaf holds; a larger set splits into an inner node.
+pub const LEAF_MAX: usize = 64;
+/// Largest encoded tree node accepted from disk or a peer.
+pub const MAX_NODE_BYTES: usize = 64 * 1024;
+/// Longest tree key (block keys are 12 bytes, key-value keys 32).
+pub const MAX_KEY_LEN: usize = 32;
+/// Longest original name kept beside a key (key-value keys).
+pub const MAX_NAME_LEN: usize = 4096;
+
+/// One mapping of the tree: `key` to the object holding its value. `name` keeps the original key
+/// where `key` is its hash (key-value instances); it is empty for blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub name: Vec<u8>,
+    pub object: ObjectId,
+}
+
+/// A change to apply to a tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Put(Entry),
+    Delete(Vec<u8>),
+}
+
+impl Change {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Put(e) => &e.key,
+            Self::Delete(k) => k,
+        }
+    }
+}
+
+/// A reference to a (sub)tree: its root object and how many entries it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeRef {
+    pub id: ObjectId,
+    pub count: u64,
+}
+
+/// A child slot of an inner node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Child {
+    pub slot: u8,
+    pub tree: TreeRef,
+}
+
+/// A tree node as stored. The variant index is on the wire (postcard): append, never reorder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Node {
+    /// Entries sorted by key, at most [`LEAF_MAX`].
+    Leaf(Vec<Entry>),
+    /// All keys below share `prefix`; children are keyed by the byte after it, sorted, at least two.
+    Inner { prefix: Vec<u8>, children: Vec<Child> },
+}
+
+/// Magic first byte of every tree-node object, so a node is never mistaken for a block payload.
+const NODE_TAG: u8 = b'T';
+
+impl Node {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![NODE_TAG];
+        out.extend(postcard::to_stdvec(self).expect("tree nodes serialize"));
+        out
+    }
+
+    /// Decodes and validates untrusted node bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let corrupt = |m: String| StoreError::Corrupt(format!("tree node: {m}"));
+        if bytes.len() > MAX_NODE_BYTES {
+            return Err(corrupt(format!("{} bytes exceeds {MAX_NODE_BYTES}", bytes.len())));
+        }
+        let Some((&NODE_TAG, body)) = bytes.split_first() else {
+            return Err(corrupt("missing tag".into()));
+        };
+        let node: Node = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+        node.validate().map_err(corrupt)?;
+        Ok(node)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            Self::Leaf(entries) => {
+                if entries.len() > LEAF_MAX {
+                    return Err(format!("leaf of {} entries", entries.len()));
+                }
+                if entries
+                    .iter()
+                    .any(|e| e.key.len() > MAX_KEY_LEN || e.name.len() > MAX_NAME_LEN)
+                {
+                    return Err("oversized key or name".into());
+                }
+                if entries.windows(2).any(|w| w[0].key >= w[1].key) {
+                    return Err("leaf keys not strictly sorted".into());
+                }
+            }
+            Self::Inner { prefix, children } => {
+                if prefix.len() >= MAX_KEY_LEN || children.len() < 2 {
+                    return Err("inner node with a bad prefix or fewer than two children".into());
+                }
+                if children.windows(2).any(|w| w[0].slot >= w[1].slot) {
+                    return Err("inner slots not strictly sorted".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and writes tree nodes through an object store, with a cache of decoded nodes (nodes are
+/// immutable, so the cache never needs invalidating).
+pub struct Trees {
+    objects: Arc<dyn ObjectStore>,
+    cache: Cache<ObjectId, Arc<Node>>,
+}
+
+/// New nodes produced by an update, to be stored before the new root is published.
+pub type NewNodes = Vec<(ObjectId, Vec<u8>)>;
+
+impl Trees {
+    pub fn new(objects: Arc<dyn ObjectStore>, cached_nodes: usize) -> Self {
+        Self {
+            objects,
+            cache: Cache::new(cached_nodes),
+        }
+    }
+
+    /// Loads a node, verifying its bytes hash to its id.
+    pub fn load(&self, id: &ObjectId) -> Result<Arc<Node>> {
+        if let Some(n) = self.cache.get(id) {
+            return Ok(n);
+        }
+        let bytes = self
+            .objects
+            .get_object(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("tree node {id} is missing")))?;
+        if ObjectId::of(&bytes) != *id {
+            return Err(StoreError::Corrupt(format!("tree node {id} fails its hash")));
+        }
+        let node = Arc::new(Node::decode(&bytes)?);
+        self.cache.insert(*id, node.clone());
+        Ok(node)
+    }
+
+    fn store(&self, node: Node, count: u64, out: &mut NewNodes) -> TreeRef {
+        let bytes = node.encode();
+        let id = ObjectId::of(&bytes);
+        self.cache.insert(id, Arc::new(node));
+        out.push((id, bytes));
+        TreeRef { id, count }
+    }
+
+    /// Finds the entry for `key`.
+    pub fn get(&self, root: Option<TreeRef>, key: &[u8]) -> Result<Option<Entry>> {
+        let Some(mut at) = root else { return Ok(None) };
+        loop {
+            let node = self.load(&at.id)?;
+            match &*node {
+                Node::Leaf(entries) => {
+                    return Ok(entries
+                        .binary_search_by(|e| e.key.as_slice().cmp(key))
+                        .ok()
+                        .map(|i| entries[i].clone()));
+                }
+                Node::Inner { prefix, children } => {
+                    if !key.starts_with(prefix) || key.len() <= prefix.len() {
+                        return Ok(None);
+                    }
+                    let slot = key[prefix.len()];
+                    match children.binary_search_by_key(&slot, |c| c.slot) {
+                        Ok(i) => at = children[i].tree,
+                        Err(_) => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `changes` (sorted by key, unique keys, all keys of one length) and returns the new root.
+    /// New nodes are appended to `out`; the caller stores them before publishing the root.
+    pub fn apply(
+        &self,
+        root: Option<TreeRef>,
+        changes: &[Change],
+        out: &mut NewNodes,
+    ) -> Result<Option<TreeRef>> {
+        debug_assert!(changes.windows(2).all(|w| w[0].key() < w[1].key()));
+        if changes.is_empty() {
+            return Ok(root);
+        }
+        let Some(root) = root else {
+            let puts: Vec<Entry> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Put(e) => Some(e.clone()),
+                    Change::Delete(_) => None,
+                })
+                .collect();
+            return Ok(self.build(puts, out));
+        };
+        let node = self.load(&root.id)?;
+        match &*node {
+            Node::Leaf(entries) => Ok(self.build(merge_entries(entries, changes), out)),
+            Node::Inner { prefix, children } => {
+                let d = prefix.len();
+                // Puts outside the prefix make the common prefix shorter: split above this node.
+                let split = changes
+                    .iter()
+                    .filter(|c| matches!(c, Change::Put(_)) && !c.key().starts_with(prefix))
+                    .map(|c| common_prefix(prefix, c.key()))
+                    .min();
+                if let Some(dnew) = split {
+                    let mut kids = Vec::new();
+                    for (slot, group) in group_by_byte(changes, dnew) {
+                        let sub = if slot == prefix[dnew] {
+                            self.apply(Some(root), group, out)?
+                        } else {
+                            self.apply(None, group, out)?
+                        };
+                        if let Some(tree) = sub {
+                            kids.push(Child { slot, tree });
+                        }
+                    }
+                    return self.finish_inner(prefix[..dnew].to_vec(), kids, out);
+                }
+                // All changes that matter lie under the prefix; deletes outside it are no-ops.
+                let inside: Vec<Change> = changes
+                    .iter()
+                    .filter(|c| c.key().starts_with(prefix))
+                    .cloned()
+                    .collect();
+                let mut kids = children.clone();
+                for (slot, group) in group_by_byte(&inside, d) {
+                    let pos = kids.binary_search_by_key(&slot, |c| c.slot);
+                    let old = pos.ok().map(|i| kids[i].tree);
+                    let new = self.apply(old, group, out)?;
+                    match (pos, new) {
+                        (Ok(i), Some(tree)) => kids[i].tree = tree,
+                        (Ok(i), None) => {
+                            kids.remove(i);
+                        }
+                        (Err(i), Some(tree)) => kids.insert(i, Child { slot, tree }),
+                        (Err(_), None) => {}
+                    }
+                }
+                self.finish_inner(prefix.clone(), kids, out)
+            }
+        }
+    }
+
+    /// Canonical node for a set already split into children at `prefix`.
+    fn finish_inner(
+        &self,
+        prefix: Vec<u8>,
+        kids: Vec<Child>,
+        out: &mut NewNodes,
+    ) -> Result<Option<TreeRef>> {
+        let total: u64 = kids.iter().map(|c| c.tree.count).sum();
+        if total as usize <= LEAF_MAX {
+            let mut entries = Vec::with_capacity(total as usize);
+            for c in &kids {
+                self.collect(Some(c.tree), &mut entries)?;
+            }
+            return Ok(self.build(entries, out));
+        }
+        if kids.len() == 1 {
+            // A single child holds the whole set; it is already canonical at its longer prefix.
+            return Ok(Some(kids[0].tree));
+        }
+        Ok(Some(self.store(
+            Node::Inner {
+                prefix,
+                children: kids,
+            },
+            total,
+            out,
+        )))
+    }
+
+    /// Builds the canonical tree of sorted, unique entries.
+    fn build(&self, entries: Vec<Entry>, out: &mut NewNodes) -> Option<TreeRef> {
+        if entries.is_empty() {
+            return None;
+        }
+        let count = entries.len() as u64;
+        if entries.len() <= LEAF_MAX {
+            return Some(self.store(Node::Leaf(entries), count, out));
+        }
+        let d = common_prefix(&entries[0].key, &entries[entries.len() - 1].key);
+        let prefix = entries[0].key[..d].to_vec();
+        let mut children = Vec::new();
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let slot = rest[0].key[d];
+            let n = rest.partition_point(|e| e.key[d] == slot);
+            let tail = rest.split_off(n);
+            let tree = self.build(rest, out).expect("non-empty group");
+            children.push(Child { slot, tree });
+            rest = tail;
+        }
+        Some(self.store(Node::Inner { prefix, children }, count, out))
+    }
+
+    /// Appends every entry of the tree, in key order.
+    pub fn collect(&self, root: Option<TreeRef>, out: &mut Vec<Entry>) -> Result<()> {
+        self.visit(root, &mut |_| true, &mut |e| {
+            out.push(e.clone());
+            true
+        })
+    }
+
+    /// Walks the tree in key order. `descend(prefix)` is asked before entering a subtree whose keys
+    /// all start with `prefix`, so callers prune by region; `visit` sees each entry and returns false
+    /// to stop.
+    pub fn visit(
+        &self,
+        root: Option<TreeRef>,
+        descend: &mut dyn FnMut(&[u8]) -> bool,
+        visit: &mut dyn FnMut(&Entry) -> bool,
+    ) -> Result<()> {
+        if let Some(root) = root {
+            self.visit_node(&root.id, descend, visit)?;
+        }
+        Ok(())
+    }
+
+    fn visit_node(
+        &self,
+        id: &ObjectId,
+        descend: &mut dyn FnMut(&[u8]) -> bool,
+        visit: &mut dyn FnMut(&Entry) -> bool,
+    ) -> Result<bool> {
+        let node = self.load(id)?;
+        match &*node {
+            Node::Leaf(entries) => {
+                for e in entries {
+                    if !visit(e) {
+                        return Ok(false);
+                    }
+                }
+            }
+            Node::Inner { prefix, children } => {
+                let mut p = prefix.clone();
+                p.push(0);
+                for c in children {
+                    *p.last_mut().expect("pushed") = c.slot;
+                    if descend(&p) && !self.visit_node(&c.tree.id, descend, visit)? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every object id reachable from `root`: tree nodes and the objects their entries name.
+    pub fn reachable(&self, root: Option<TreeRef>, out: &mut Vec<ObjectId>) -> Result<()> {
+        let Some(root) = root else { return Ok(()) };
+        out.push(root.id);
+        match &*self.load(&root.id)? {
+            Node::Leaf(entries) => out.extend(entries.iter().map(|e| e.object)),
+            Node::Inner { children, .. } => {
+                for c in children {
+                    self.reachable(Some(c.tree), out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries that differ between two trees, as `(key, in a, in b)`, in key order. Equal
+    /// subtrees are skipped by hash, so the cost follows the differences, not the tree sizes.
+    pub fn diff(&self, a: Option<TreeRef>, b: Option<TreeRef>) -> Result<Vec<Difference>> {
+        let mut out = Vec::new();
+        self.diff_into(a, b, &mut out)?;
+        Ok(out)
+    }
+
+    fn diff_into(
+        &self,
+        a: Option<TreeRef>,
+        b: Option<TreeRef>,
+        out: &mut Vec<Difference>,
+    ) -> Result<()> {
+        if a.map(|t| t.id) == b.map(|t| t.id) {
+            return Ok(());
+        }
+        if let (Some(ta), Some(tb)) = (a, b) {
+            let (na, nb) = (self.load(&ta.id)?, self.load(&tb.id)?);
+            if let (
+                Node::Inner {
+                    prefix: pa,
+                    children: ca,
+                },
+                Node::Inner {
+                    prefix: pb,
+                    children: cb,
+                },
+            ) = (&*na, &*nb)
+            {
+                if pa == pb {
+                    // Same shape here: pair children by slot.
+                    let mut slots: Vec<u8> = ca.iter().chain(cb).map(|c| c.slot).collect();
+                    slots.sort_unstable();
+                    slots.dedup();
+                    for s in slots {
+                        let find = |cs: &[Child]| cs.iter().find(|c| c.slot == s).map(|c| c.tree);
+                        self.diff_into(find(ca), find(cb), out)?;
+                    }
+                    return Ok(());
+                }
+                if pb.starts_with(pa) || pa.starts_with(pb) {
+                    // One node sits inside one child of the other: pair it with that child.
+                    let (outer, inner_ref, inner_prefix, outer_is_a) = if pb.starts_with(pa) {
+                        (ca, tb, pb, true)
+                    } else {
+                        (cb, ta, pa, false)
+                    };
+                    let start = out.len();
+                    let depth = if outer_is_a { pa.len() } else { pb.len() };
+                    let slot = inner_prefix[depth];
+                    let mut paired = false;
+                    for c in outer {
+                        let (x, y) = if c.slot == slot {
+                            paired = true;
+                            (Some(c.tree), Some(inner_ref))
+                        } else {
+                            (Some(c.tree), None)
+                        };
+                        if outer_is_a {
+                            self.diff_into(x, y, out)?;
+                        } else {
+                            self.diff_into(y, x, out)?;
+                        }
+                    }
+                    if !paired {
+                        let (x, y) = if outer_is_a {
+                            (None, Some(inner_ref))
+                        } else {
+                            (Some(inner_ref), None)
+                        };
+                        self.diff_into(x, y, out)?;
+                    }
+                    out[start..].sort_by(|p, q| p.key.cmp(&q.key));
+                    return Ok(());
+                }
+            }
+        }
+        // Different shapes (a leaf against anything, or disjoint prefixes): compare entry lists.
+        // This happens only where the structure changed, so the lists are small.
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        self.collect(a, &mut ea)?;
+        self.collect(b, &mut eb)?;
+        merge_diff(ea, eb, out);
+        Ok(())
+    }
+}
+
+/// One differing key between two trees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub key: Vec<u8>,
+    pub a: Option<Entry>,
+    pub b: Option<Entry>,
+}
+
+fn merge_diff(ea: Vec<Entry>, eb: Vec<Entry>, out: &mut Vec<Difference>) {
+    let (mut ia, mut ib) = (ea.into_iter().peekable(), eb.into_iter().peekable());
+    loop {
+        let ord = match (ia.peek(), ib.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => x.key.cmp(&y.key),
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                let x = ia.next().expect("peeked");
+                out.push(Difference {
+                    key: x.key.clone(),
+                    a: Some(x),
+                    b: None,
+                });
+            }
+            std::cmp::Ordering::Greater => {
+                let y = ib.next().expect("peeked");
+                out.push(Difference {
+                    key: y.key.clone(),
+                    a: None,
+                    b: Some(y),
+                });
+            }
+            std::cmp::Ordering::Equal => {
+                let (x, y) = (ia.next().expect("peeked"), ib.next().expect("peeked"));
+                if x != y {
+                    out.push(Difference {
+                        key: x.key.clone(),
+                        a: Some(x),
+                        b: Some(y),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn merge_entries(entries: &[Entry], changes: &[Change]) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(entries.len() + changes.len());
+    let (mut i, mut j) = (0, 0);
+    while i < entries.len() || j < changes.len() {
+        let take_change = j < changes.len()
+            && (i == entries.len() || changes[j].key() <= entries[i].key.as_slice());
+        if take_change {
+            if i < entries.len() && changes[j].key() == entries[i].key.as_slice() {
+                i += 1;
+            }
+            if let Change::Put(e) = &changes[j] {
+                out.push(e.clone());
+            }
+            j += 1;
+        } else {
+            out.push(entries[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Groups sorted changes by their byte at `depth`.
+fn group_by_byte(changes: &[Change], depth: usize) -> Vec<(u8, &[Change])> {
+    let mut out = Vec::new();
+    let mut rest = changes;
+    while let Some(first) = rest.first() {
+        let slot = first.key()[depth];
+        let n = rest.partition_point(|c| c.key()[depth] == slot);
+        out.push((slot, &rest[..n]));
+        rest = &rest[n..];
+    }
+    out
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemEngine;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn trees() -> (Trees, Arc<MemEngine>) {
+        let mem = Arc::new(MemEngine::new());
+        (Trees::new(mem.clone(), 1024), mem)
+    }
+
+    fn entry(k: u32, v: u32) -> Entry {
+        Entry {
+            key: k.to_be_bytes().to_vec(),
+            name: vec![],
+            object: ObjectId::of(&v.to_le_bytes()),
+        }
+    }
+
+    fn put_all(t: &Trees, mem: &MemEngine, root: Option<TreeRef>, changes: &[Change]) -> Option<TreeRef> {
+        let mut out = Vec::new();
+        let r = t.apply(root, changes, &mut out).unwrap();
+        mem.put_objects(&out).unwrap();
+        r
+    }
+
+    fn to_changes(m: &BTreeMap<u32, Option<u32>>) -> Vec<Change> {
+        m.iter()
+            .map(|(&k, v)| match v {
+                Some(v) => Change::Put(entry(k, *v)),
+                None => Change::Delete(k.to_be_bytes().to_vec()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tree_node_golden_bytes() {
+        let leaf = Node::Leaf(vec![Entry {
+            key: vec![1, 2],
+            name: vec![],
+            object: ObjectId([0xab; 32]),
+        }]);
+        let bytes = leaf.encode();
+        // tag 'T', variant 0 (Leaf), 1 entry, key len 2, key, name len 0, 32 hash bytes.
+        assert_eq!(&bytes[..7], &[b'T', 0, 1, 2, 1, 2, 0]);
+        assert_eq!(bytes.len(), 7 + 32);
+        assert_eq!(Node::decode(&bytes).unwrap(), leaf);
+    }
+
+    #[test]
+    fn tree_decode_rejects_unsorted_and_oversized() {
+        let bad = Node::Leaf(vec![entry(2, 0), entry(1, 0)]).encode();
+        assert!(Node::decode(&bad).is_err());
+        assert!(Node::decode(&vec![b'T'; MAX_NODE_BYTES + 1]).is_err());
+        assert!(Node::decode(b"").is_err());
+    }
+
+    #[test]
+    fn tree_commit_rewrites_few_nodes() {
+        let (t, mem) = trees();
+        let all: Vec<Change> = (0..20_000u32).map(|k| Change::Put(entry(k * 7, k))).collect();
+        let root = put_all(&t, &mem, None, &all);
+        assert_eq!(root.unwrap().count, 20_000);
+        let mut out = Vec::new();
+        let one = [Change::Put(entry(7 * 500, 999_999))];
+        t.apply(root, &one, &mut out).unwrap();
+        // One leaf plus the path above it.
+        assert!(out.len() <= 4, "one change rewrote {} nodes", out.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The root depends only on the final contents, not on how the writes were batched.
+        #[test]
+        fn tree_is_history_independent(
+            first in proptest::collection::btree_map(0u32..3000, proptest::option::weighted(0.8, 0u32..5), 0..400),
+            second in proptest::collection::btree_map(0u32..3000, proptest::option::weighted(0.7, 0u32..5), 0..400),
+        ) {
+            let (t, mem) = trees();
+            let r1 = put_all(&t, &mem, None, &to_changes(&first));
+            let r2 = put_all(&t, &mem, r1, &to_changes(&second));
+            let mut model: BTreeMap<u32, u32> = BTreeMap::new();
+            for m in [&first, &second] {
+                for (&k, v) in m {
+                    match v { Some(v) => { model.insert(k, *v); } None => { model.remove(&k); } }
+                }
+            }
+            let direct: BTreeMap<u32, Option<u32>> = model.iter().map(|(&k, &v)| (k, Some(v))).collect();
+            let fresh = put_all(&t, &mem, None, &to_changes(&direct));
+            prop_assert_eq!(r2.map(|r| r.id), fresh.map(|r| r.id));
+            prop_assert_eq!(r2.map_or(0, |r| r.count), model.len() as u64);
+            for (&k, &v) in &model {
+                prop_assert_eq!(t.get(r2, &k.to_be_bytes()).unwrap(), Some(entry(k, v)));
+            }
+            // Diff against the first version names exactly the changed keys.
+            let diff = t.diff(r1, r2).unwrap();
+            let mut before: BTreeMap<u32, u32> = BTreeMap::new();
+            for (&k, v) in &first { if let Some(v) = v { before.insert(k, *v); } }
+            let expected: Vec<u32> = before.keys().chain(model.keys()).copied()
+                .collect::<std::collections::BTreeSet<_>>().into_iter()
+                .filter(|k| before.get(k) != model.get(k)).collect();
+            let got: Vec<u32> = diff.iter().map(|d| u32::from_be_bytes(d.key.clone().try_into().unwrap())).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
