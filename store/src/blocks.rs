@@ -33,7 +33,13 @@ impl Store {
     }
 
     /// Writes a subvolume (`data.len()` must equal voxels × voxel bytes) to a mutable version.
-    pub fn write_subvolume(&self, uuid: &str, instance: &str, sub: Subvolume, data: &[u8]) -> Result<()> {
+    pub fn write_subvolume(
+        &self,
+        uuid: &str,
+        instance: &str,
+        sub: Subvolume,
+        data: &[u8],
+    ) -> Result<()> {
         let _gate = self.gate.read();
         let (v, inst) = self.writable(uuid, instance)?;
         let vb = voxel_bytes(&inst)?;
@@ -93,7 +99,12 @@ impl Store {
     }
 
     /// Uncompressed voxels of the blocks that exist among `blocks`, in the order asked.
-    pub fn read_blocks(&self, uuid: &str, instance: &str, blocks: &[Point]) -> Result<Vec<(Point, Vec<u8>)>> {
+    pub fn read_blocks(
+        &self,
+        uuid: &str,
+        instance: &str,
+        blocks: &[Point],
+    ) -> Result<Vec<(Point, Vec<u8>)>> {
         let _gate = self.gate.read();
         let (v, inst) = self.readable(uuid, instance)?;
         voxel_bytes(&inst)?;
@@ -108,7 +119,10 @@ impl Store {
     fn block_at(&self, inst: &Instance, v: &Version, b: Point) -> Result<Option<Vec<u8>>> {
         match self.lookup(inst, v, &block_key(b))? {
             None => Ok(None),
-            Some(e) => Ok(Some(decode_block(&self.object(&e.object)?, inst.block_bytes())?)),
+            Some(e) => Ok(Some(decode_block(
+                &self.object(&e.object)?,
+                inst.block_bytes(),
+            )?)),
         }
     }
 }

@@ -171,7 +171,9 @@ impl Catalog {
         let mut hits = self.by_uuid.range(Uuid(lo)..=Uuid(hi));
         match (hits.next(), hits.next()) {
             (Some((_, &id)), None) => Ok(id),
-            (None, _) => Err(StoreError::NotFound(format!("no version matches UUID {text:?}"))),
+            (None, _) => Err(StoreError::NotFound(format!(
+                "no version matches UUID {text:?}"
+            ))),
             (Some(_), Some(_)) => Err(StoreError::Ambiguous {
                 prefix: text,
                 matches: 2 + hits.count(),
@@ -199,7 +201,11 @@ impl Catalog {
             StoreError::NotFound(format!(
                 "no data instance {name:?} in repo {} (it has: {})",
                 repo.root,
-                repo.instances.keys().cloned().collect::<Vec<_>>().join(", ")
+                repo.instances
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
     }
@@ -276,10 +282,16 @@ mod tests {
         c.insert_version(version(2, 0xabd0 << 112, vec![1]));
         assert_eq!(c.resolve("abc").unwrap(), 1);
         assert_eq!(c.resolve("ABD").unwrap(), 2);
-        assert!(matches!(c.resolve("ab"), Err(StoreError::Ambiguous { matches: 2, .. })));
+        assert!(matches!(
+            c.resolve("ab"),
+            Err(StoreError::Ambiguous { matches: 2, .. })
+        ));
         assert!(matches!(c.resolve("ff"), Err(StoreError::NotFound(_))));
         assert!(matches!(c.resolve("xyz"), Err(StoreError::BadRequest(_))));
-        assert!(matches!(c.resolve(&"a".repeat(33)), Err(StoreError::BadRequest(_))));
+        assert!(matches!(
+            c.resolve(&"a".repeat(33)),
+            Err(StoreError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -157,11 +157,10 @@ impl ObjectStore for FjallEngine {
     fn for_each_object(&self, visit: &mut dyn FnMut(&ObjectId, &[u8]) -> bool) -> Result<()> {
         for guard in self.objects.iter() {
             let (k, v) = guard.into_inner()?;
-            let id = ObjectId(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("object key of {} bytes", k.len())))?,
-            );
+            let id =
+                ObjectId(k.as_ref().try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("object key of {} bytes", k.len()))
+                })?);
             if !visit(&id, &v) {
                 break;
             }
@@ -290,7 +289,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(bounded, 1);
-        assert_eq!(engine.get(Space::Working, b"b").unwrap(), Some(b"w".to_vec()));
+        assert_eq!(
+            engine.get(Space::Working, b"b").unwrap(),
+            Some(b"w".to_vec())
+        );
         assert_eq!(engine.get(Space::Working, b"a").unwrap(), None);
     }
 
@@ -308,7 +310,11 @@ mod tests {
         {
             let engine = FjallEngine::open(dir.path()).unwrap();
             engine
-                .write(vec![BatchOp::Put(Space::Meta, b"k".to_vec(), b"v".to_vec())])
+                .write(vec![BatchOp::Put(
+                    Space::Meta,
+                    b"k".to_vec(),
+                    b"v".to_vec(),
+                )])
                 .unwrap();
             engine.put_objects(&[(id, b"payload".to_vec())]).unwrap();
         }

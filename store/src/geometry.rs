@@ -159,7 +159,11 @@ fn shl(v: u32, by: u32) -> u32 {
 }
 
 fn low_mask(bits: u32) -> u32 {
-    if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 }
+    if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    }
 }
 
 fn bias(v: i32) -> u32 {

@@ -2,10 +2,10 @@
 //! balanced whatever the keys look like) and keeps the key itself beside each entry.
 
 use crate::catalog::{DataKind, Instance, Version};
+use crate::engine::Space;
 use crate::store::WorkingEntry;
 use crate::tree::MAX_NAME_LEN;
 use crate::{ObjectId, Result, Store, StoreError, keys};
-use crate::engine::Space;
 use std::collections::BTreeMap;
 
 /// Largest value accepted for one key.
@@ -41,7 +41,13 @@ impl Store {
             object: Some(id),
             name: key.as_bytes().to_vec(),
         };
-        self.write_working(&inst, &v, vec![(id, value)], vec![(tree_key(key), entry)], vec![])
+        self.write_working(
+            &inst,
+            &v,
+            vec![(id, value)],
+            vec![(tree_key(key), entry)],
+            vec![],
+        )
     }
 
     /// Deletes `key` at a mutable version; returns whether it was present.
@@ -62,15 +68,22 @@ impl Store {
     }
 
     /// Keys present at this version within `[from, to]` (inclusive; `None` is unbounded), sorted.
-    pub fn kv_keys(&self, uuid: &str, instance: &str, from: Option<&str>, to: Option<&str>) -> Result<Vec<String>> {
+    pub fn kv_keys(
+        &self,
+        uuid: &str,
+        instance: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<String>> {
         let _gate = self.gate.read();
         let (v, inst) = self.readable(uuid, instance)?;
         kv_only(&inst)?;
         let mut present: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-        self.trees.visit(v.roots.get(&inst.id).copied(), &mut |_| true, &mut |e| {
-            present.insert(e.name.clone(), true);
-            true
-        })?;
+        self.trees
+            .visit(v.roots.get(&inst.id).copied(), &mut |_| true, &mut |e| {
+                present.insert(e.name.clone(), true);
+                true
+            })?;
         if !v.locked {
             self.overlay_working(&inst, &v, &mut present)?;
         }
@@ -84,22 +97,31 @@ impl Store {
             .collect())
     }
 
-    fn overlay_working(&self, inst: &Instance, v: &Version, present: &mut BTreeMap<Vec<u8>, bool>) -> Result<()> {
+    fn overlay_working(
+        &self,
+        inst: &Instance,
+        v: &Version,
+        present: &mut BTreeMap<Vec<u8>, bool>,
+    ) -> Result<()> {
         let prefix = keys::working_prefix(inst.id, v.id);
         let end = keys::prefix_end(&prefix);
         let mut err = None;
-        self.meta.scan(Space::Working, &prefix, end.as_deref(), &mut |_, val| {
-            match postcard::from_bytes::<WorkingEntry>(val) {
-                Ok(w) => {
-                    present.insert(w.name, w.object.is_some());
-                    true
-                }
-                Err(e) => {
-                    err = Some(StoreError::Corrupt(format!("working entry: {e}")));
-                    false
-                }
-            }
-        })?;
+        self.meta
+            .scan(
+                Space::Working,
+                &prefix,
+                end.as_deref(),
+                &mut |_, val| match postcard::from_bytes::<WorkingEntry>(val) {
+                    Ok(w) => {
+                        present.insert(w.name, w.object.is_some());
+                        true
+                    }
+                    Err(e) => {
+                        err = Some(StoreError::Corrupt(format!("working entry: {e}")));
+                        false
+                    }
+                },
+            )?;
         err.map_or(Ok(()), Err)
     }
 }

@@ -119,7 +119,14 @@ impl Store {
             created: t.clone(),
             updated: t.clone(),
         };
-        let version = new_version(version_id, root, repo_id, vec![], String::new(), BTreeMap::new());
+        let version = new_version(
+            version_id,
+            root,
+            repo_id,
+            vec![],
+            String::new(),
+            BTreeMap::new(),
+        );
         next.insert_repo(repo.clone());
         next.insert_version(version.clone());
         self.meta.write(vec![
@@ -193,7 +200,8 @@ impl Store {
         let mut repo = c.repo_of(vid)?.clone();
         repo.log.extend(lines.iter().cloned());
         repo.updated = now();
-        self.meta.write(vec![put_record(keys::repo(repo.id), &repo)])?;
+        self.meta
+            .write(vec![put_record(keys::repo(repo.id), &repo)])?;
         c.insert_repo(repo);
         Ok(())
     }
@@ -252,32 +260,41 @@ impl Store {
     }
 
     /// Reads the working set of (instance, version) as sorted changes, and queues its deletion.
-    fn working_changes(&self, inst: u32, vid: u32, deletes: &mut Vec<BatchOp>) -> Result<Vec<Change>> {
+    fn working_changes(
+        &self,
+        inst: u32,
+        vid: u32,
+        deletes: &mut Vec<BatchOp>,
+    ) -> Result<Vec<Change>> {
         let prefix = keys::working_prefix(inst, vid);
         let end = keys::prefix_end(&prefix);
         let mut changes = Vec::new();
         let mut err = None;
-        self.meta.scan(Space::Working, &prefix, end.as_deref(), &mut |k, val| {
-            match postcard::from_bytes::<WorkingEntry>(val) {
-                Ok(w) => {
-                    let key = k[prefix.len()..].to_vec();
-                    changes.push(match w.object {
-                        Some(object) => Change::Put(Entry {
-                            key,
-                            name: w.name,
-                            object,
-                        }),
-                        None => Change::Delete(key),
-                    });
-                    deletes.push(BatchOp::Delete(Space::Working, k.to_vec()));
-                    true
-                }
-                Err(e) => {
-                    err = Some(StoreError::Corrupt(format!("working entry: {e}")));
-                    false
-                }
-            }
-        })?;
+        self.meta
+            .scan(
+                Space::Working,
+                &prefix,
+                end.as_deref(),
+                &mut |k, val| match postcard::from_bytes::<WorkingEntry>(val) {
+                    Ok(w) => {
+                        let key = k[prefix.len()..].to_vec();
+                        changes.push(match w.object {
+                            Some(object) => Change::Put(Entry {
+                                key,
+                                name: w.name,
+                                object,
+                            }),
+                            None => Change::Delete(key),
+                        });
+                        deletes.push(BatchOp::Delete(Space::Working, k.to_vec()));
+                        true
+                    }
+                    Err(e) => {
+                        err = Some(StoreError::Corrupt(format!("working entry: {e}")));
+                        false
+                    }
+                },
+            )?;
         err.map_or(Ok(changes), Err)
     }
 
@@ -339,7 +356,9 @@ impl Store {
         for p in parents {
             let id = c.resolve(p)?;
             if ids.contains(&id) {
-                return Err(StoreError::BadRequest(format!("parent {p} is listed twice")));
+                return Err(StoreError::BadRequest(format!(
+                    "parent {p} is listed twice"
+                )));
             }
             ids.push(id);
         }
@@ -421,7 +440,14 @@ impl Store {
         let mut next = c.clone();
         let id = next.allocate_id();
         let roots = roots.unwrap_or_else(|| c.versions[&parents[0]].roots.clone());
-        let mut child = new_version(id, Uuid::random(), c.versions[&parents[0]].repo, parents.to_vec(), branch, roots);
+        let mut child = new_version(
+            id,
+            Uuid::random(),
+            c.versions[&parents[0]].repo,
+            parents.to_vec(),
+            branch,
+            roots,
+        );
         child.note = note.to_string();
         let mut batch = vec![put_counter(next.next_id)];
         for &p in parents {
@@ -455,7 +481,9 @@ impl Store {
     /// Looks up an index key at a version: working set first if mutable, then the version's tree.
     pub(crate) fn lookup(&self, inst: &Instance, v: &Version, key: &[u8]) -> Result<Option<Entry>> {
         if !v.locked
-            && let Some(raw) = self.meta.get(Space::Working, &keys::working(inst.id, v.id, key))?
+            && let Some(raw) = self
+                .meta
+                .get(Space::Working, &keys::working(inst.id, v.id, key))?
         {
             let w: WorkingEntry = postcard::from_bytes(&raw)
                 .map_err(|e| StoreError::Corrupt(format!("working entry: {e}")))?;
@@ -512,7 +540,10 @@ impl Store {
         extra: Vec<BatchOp>,
     ) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
-        let unique: Vec<_> = objects.into_iter().filter(|(id, _)| seen.insert(*id)).collect();
+        let unique: Vec<_> = objects
+            .into_iter()
+            .filter(|(id, _)| seen.insert(*id))
+            .collect();
         self.objects.put_objects(&unique)?;
         let mut batch: Vec<BatchOp> = entries
             .into_iter()
@@ -605,7 +636,11 @@ fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
 
 fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
     if inst.kind == DataKind::KeyValue {
-        let name = d.a.as_ref().or(d.b.as_ref()).map(|e| e.name.clone()).unwrap_or_default();
+        let name =
+            d.a.as_ref()
+                .or(d.b.as_ref())
+                .map(|e| e.name.clone())
+                .unwrap_or_default();
         format!("key {:?}", String::from_utf8_lossy(&name))
     } else {
         match crate::geometry::block_from_key(&d.key) {
@@ -616,7 +651,11 @@ fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
 }
 
 fn validate_instance_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 255 || name.contains('/') || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
         return Err(StoreError::BadRequest(format!(
             "bad data instance name {name:?}: 1 to 255 characters, no '/' or control characters"
         )));
@@ -648,7 +687,11 @@ pub(crate) fn put_record<T: Serialize>(key: Vec<u8>, value: &T) -> BatchOp {
 }
 
 fn put_counter(next_id: u32) -> BatchOp {
-    BatchOp::Put(Space::Meta, keys::NEXT_ID.to_vec(), next_id.to_be_bytes().to_vec())
+    BatchOp::Put(
+        Space::Meta,
+        keys::NEXT_ID.to_vec(),
+        next_id.to_be_bytes().to_vec(),
+    )
 }
 
 fn load_catalog(meta: &dyn OrderedStore) -> Result<Catalog> {

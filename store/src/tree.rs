@@ -66,7 +66,10 @@ pub enum Node {
     /// Entries sorted by key, at most [`LEAF_MAX`].
     Leaf(Vec<Entry>),
     /// All keys below share `prefix`; children are keyed by the byte after it, sorted, at least two.
-    Inner { prefix: Vec<u8>, children: Vec<Child> },
+    Inner {
+        prefix: Vec<u8>,
+        children: Vec<Child>,
+    },
 }
 
 /// Magic first byte of every tree-node object, so a node is never mistaken for a block payload.
@@ -83,7 +86,10 @@ impl Node {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |m: String| StoreError::Corrupt(format!("tree node: {m}"));
         if bytes.len() > MAX_NODE_BYTES {
-            return Err(corrupt(format!("{} bytes exceeds {MAX_NODE_BYTES}", bytes.len())));
+            return Err(corrupt(format!(
+                "{} bytes exceeds {MAX_NODE_BYTES}",
+                bytes.len()
+            )));
         }
         let Some((&NODE_TAG, body)) = bytes.split_first() else {
             return Err(corrupt("missing tag".into()));
@@ -150,7 +156,9 @@ impl Trees {
             .get_object(id)?
             .ok_or_else(|| StoreError::Corrupt(format!("tree node {id} is missing")))?;
         if ObjectId::of(&bytes) != *id {
-            return Err(StoreError::Corrupt(format!("tree node {id} fails its hash")));
+            return Err(StoreError::Corrupt(format!(
+                "tree node {id} fails its hash"
+            )));
         }
         let node = Arc::new(Node::decode(&bytes)?);
         self.cache.insert(*id, node.clone());
@@ -578,7 +586,12 @@ mod tests {
         }
     }
 
-    fn put_all(t: &Trees, mem: &MemEngine, root: Option<TreeRef>, changes: &[Change]) -> Option<TreeRef> {
+    fn put_all(
+        t: &Trees,
+        mem: &MemEngine,
+        root: Option<TreeRef>,
+        changes: &[Change],
+    ) -> Option<TreeRef> {
         let mut out = Vec::new();
         let r = t.apply(root, changes, &mut out).unwrap();
         mem.put_objects(&out).unwrap();
@@ -619,7 +632,9 @@ mod tests {
     #[test]
     fn tree_commit_rewrites_few_nodes() {
         let (t, mem) = trees();
-        let all: Vec<Change> = (0..20_000u32).map(|k| Change::Put(entry(k * 7, k))).collect();
+        let all: Vec<Change> = (0..20_000u32)
+            .map(|k| Change::Put(entry(k * 7, k)))
+            .collect();
         let root = put_all(&t, &mem, None, &all);
         assert_eq!(root.unwrap().count, 20_000);
         let mut out = Vec::new();

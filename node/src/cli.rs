@@ -1,0 +1,158 @@
+//! The command line: `dvid serve` runs a node; the other commands are clients of a running node.
+
+use crate::client::Client;
+use crate::http::HttpConfig;
+use crate::server::{Backend, ServeConfig};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// dvid: a distributed, versioned, image-oriented dataservice.
+///
+/// Run a node with `dvid serve`; it keeps repos of 3-D image and label volumes and key-value data under
+/// branched version control and serves DVID's HTTP API. The other commands talk to a running node.
+#[derive(Parser, Debug)]
+#[command(name = "dvid", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// URL of the node that client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "DVID_SERVER",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub server: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: open the store and serve the HTTP API until SIGTERM or Ctrl-C.
+    Serve {
+        /// Directory of the embedded fjall store (created if missing).
+        #[arg(long, env = "DVID_DATA_DIR", default_value = "./dvid-data")]
+        data_dir: PathBuf,
+        /// Address for the HTTP API (port 0 picks a free port; the chosen one is printed).
+        #[arg(long, env = "DVID_HTTP", default_value = "127.0.0.1:8000")]
+        http: SocketAddr,
+        /// Keep everything in memory instead of the data dir (lost at exit).
+        #[arg(long)]
+        memory: bool,
+        /// Largest request body or voxel response in bytes; larger requests get 413.
+        #[arg(long, default_value_t = 1 << 30)]
+        max_request_bytes: usize,
+    },
+    /// List every repo on the node (GET /api/repos/info).
+    Repos,
+    /// Create or inspect repos.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Add a data instance to a repo.
+    Instance {
+        /// UUID (or unique prefix) of any version of the repo.
+        uuid: String,
+        /// uint8blk, labelblk or keyvalue.
+        typename: String,
+        /// Name of the new instance.
+        name: String,
+        /// Block size of voxel types, like 64,64,64.
+        #[arg(long)]
+        block_size: Option<String>,
+        /// Voxel size, like 8,8,8.
+        #[arg(long)]
+        voxel_size: Option<String>,
+        /// Block compression: lz4 (default), zstd or zstd:LEVEL.
+        #[arg(long)]
+        compression: Option<String>,
+    },
+    /// Commit (lock) a version.
+    Commit {
+        uuid: String,
+        #[arg(long)]
+        note: Option<String>,
+        /// A line for the version's log (repeatable).
+        #[arg(long)]
+        log: Vec<String>,
+    },
+    /// Create a child of a locked version on a new branch.
+    Branch {
+        uuid: String,
+        name: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Create a child of a locked version on the same branch.
+    Newversion {
+        uuid: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Merge locked versions into a new child; refused with the conflicting keys if they clash.
+    Merge {
+        /// Two or more parent UUIDs.
+        #[arg(required = true, num_args = 2..)]
+        parents: Vec<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Create a repo; prints its root UUID.
+    New {
+        #[arg(long, default_value = "")]
+        alias: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show a repo's info, DAG and instances.
+    Info { uuid: String },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            data_dir,
+            http,
+            memory,
+            max_request_bytes,
+        } => serve(ServeConfig {
+            backend: if memory {
+                Backend::Memory
+            } else {
+                Backend::Fjall(data_dir)
+            },
+            http_addr: http,
+            http: HttpConfig { max_request_bytes },
+        }),
+        other => Client::new(&cli.server).and_then(|c| c.run(other)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dvid: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::server::serve(config))
+}

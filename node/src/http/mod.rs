@@ -1,0 +1,125 @@
+//! DVID's HTTP API over axum. Handlers parse and check the request, then run the store call on a
+//! blocking thread (fjall blocks), and answer with DVID's JSON shapes or a 4xx that says what was wrong.
+
+mod data;
+mod error;
+mod info;
+mod params;
+mod repo;
+
+pub use error::{ApiError, ApiResult};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use dvid_store::Store;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// HTTP settings.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request body, and largest voxel response, in bytes; beyond it: 413.
+    pub max_request_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: HttpConfig,
+    pub started: Instant,
+    pub started_at: String,
+}
+
+/// The whole API.
+pub fn router(store: Arc<Store>, config: HttpConfig) -> Router {
+    let state = AppState {
+        store,
+        started: Instant::now(),
+        started_at: dvid_store::catalog::now(),
+        config: config.clone(),
+    };
+    Router::new()
+        .route("/api/help", get(info::help))
+        .route("/api/server/info", get(info::server_info))
+        .route("/api/server/types", get(info::server_types))
+        .route("/api/repos/info", get(info::repos_info))
+        .route("/api/repos", post(repo::create_repo))
+        .route("/api/repo/{uuid}/info", get(info::repo_info))
+        .route("/api/repo/{uuid}/instance", post(repo::create_instance))
+        .route(
+            "/api/repo/{uuid}/log",
+            get(repo::get_repo_log).post(repo::post_repo_log),
+        )
+        .route("/api/repo/{uuid}/merge", post(repo::merge))
+        .route(
+            "/api/node/{uuid}/commit",
+            get(repo::get_commit).post(repo::commit),
+        )
+        .route("/api/node/{uuid}/branch", post(repo::branch))
+        .route("/api/node/{uuid}/newversion", post(repo::new_version))
+        .route(
+            "/api/node/{uuid}/log",
+            get(repo::get_node_log).post(repo::post_node_log),
+        )
+        .route(
+            "/api/node/{uuid}/note",
+            get(repo::get_note).post(repo::post_note),
+        )
+        .route("/api/node/{uuid}/{data}/info", get(info::instance_info))
+        .route(
+            "/api/node/{uuid}/{data}/raw/{dims}/{size}/{offset}",
+            get(data::get_raw).post(data::post_raw),
+        )
+        .route(
+            "/api/node/{uuid}/{data}/subvolblocks/{size}/{offset}",
+            get(data::subvol_blocks),
+        )
+        .route(
+            "/api/node/{uuid}/{data}/specificblocks",
+            get(data::specific_blocks),
+        )
+        .route("/api/node/{uuid}/{data}/label/{point}", get(data::label))
+        .route("/api/node/{uuid}/{data}/labels", get(data::labels))
+        .route(
+            "/api/node/{uuid}/{data}/key/{key}",
+            get(data::get_key)
+                .post(data::post_key)
+                .put(data::post_key)
+                .delete(data::delete_key)
+                .head(data::head_key),
+        )
+        .route("/api/node/{uuid}/{data}/keys", get(data::keys))
+        .route(
+            "/api/node/{uuid}/{data}/keyrange/{from}/{to}",
+            get(data::key_range),
+        )
+        .fallback(info::not_found)
+        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .with_state(state)
+}
+
+/// Runs a store call on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> dvid_store::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "store task failed");
+            Err(ApiError {
+                status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("internal error: {e}"),
+            })
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Parsing of the pieces of DVID URLs and bodies: `x_y_z` triples, block lists, JSON bodies.
+
+use super::{ApiError, ApiResult};
+use serde::de::DeserializeOwned;
+
+/// Parses DVID's `a_b_c` triple of integers (sizes or offsets).
+pub fn triple<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<[T; 3]> {
+    let parts: Vec<&str> = text.split('_').collect();
+    let bad = || {
+        ApiError::bad_request(format!(
+            "bad {what} {text:?}: expected three integers joined by '_', like 64_64_64"
+        ))
+    };
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let mut out = Vec::with_capacity(3);
+    for p in parts {
+        out.push(p.parse::<T>().map_err(|_| bad())?);
+    }
+    out.try_into().map_err(|_| bad())
+}
+
+/// Parses a JSON body, accepting any content type (DVID's clients often send none). An empty body
+/// reads as `{}` so optional fields default.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+}
+
+/// Parses `x1,y1,z1,x2,y2,z2,...` into block coordinates.
+pub fn block_list(text: &str) -> ApiResult<Vec<[i32; 3]>> {
+    let nums: Result<Vec<i32>, _> = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<i32>())
+        .collect();
+    let nums = nums.map_err(|_| {
+        ApiError::bad_request(format!(
+            "bad block list {text:?}: expected comma-separated integers x,y,z,..."
+        ))
+    })?;
+    if nums.is_empty() || nums.len() % 3 != 0 {
+        return Err(ApiError::bad_request(format!(
+            "block list has {} numbers: expected a non-empty multiple of 3",
+            nums.len()
+        )));
+    }
+    Ok(nums.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_triples() {
+        assert_eq!(triple::<i32>("1_-2_3", "offset").unwrap(), [1, -2, 3]);
+        assert!(triple::<u32>("1_-2_3", "size").is_err());
+        assert!(triple::<i32>("1_2", "offset").is_err());
+        assert!(triple::<i32>("1_2_x", "offset").is_err());
+        assert!(triple::<i32>("99999999999_0_0", "offset").is_err());
+    }
+
+    #[test]
+    fn params_parse_block_lists() {
+        assert_eq!(
+            block_list("1,2,3,4,5,6").unwrap(),
+            vec![[1, 2, 3], [4, 5, 6]]
+        );
+        assert!(block_list("1,2").is_err());
+        assert!(block_list("").is_err());
+        assert!(block_list("a,b,c").is_err());
+    }
+}

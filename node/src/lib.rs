@@ -1,0 +1,7 @@
+//! `dvid-node`: the daemon that serves a [`dvid_store::Store`] over DVID's HTTP API, and the
+//! command-line client that talks to a running node.
+
+pub mod cli;
+pub mod client;
+pub mod http;
+pub mod server;
