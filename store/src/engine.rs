@@ -169,10 +169,13 @@ impl ObjectStore for FjallEngine {
     }
 }
 
+/// Ordered records of all spaces, keyed by (space, key).
+type SpaceMap = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
+
 /// An in-memory engine for tests and simulations. Nothing survives the process.
 #[derive(Default)]
 pub struct MemEngine {
-    spaces: RwLock<BTreeMap<(Space, Vec<u8>), Vec<u8>>>,
+    spaces: RwLock<SpaceMap>,
     objects: RwLock<BTreeMap<ObjectId, Vec<u8>>>,
 }
 
