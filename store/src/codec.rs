@@ -49,21 +49,28 @@ impl Codec {
     /// Compresses `raw` into a block payload.
     pub fn encode(&self, raw: &[u8]) -> Vec<u8> {
         let len = u32::try_from(raw.len()).expect("blocks are far below 4 GiB");
-        let mut out = Vec::with_capacity(HEADER + raw.len() / 2);
         match self {
             Self::Lz4 => {
-                out.push(TAG_LZ4);
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(&lz4_flex::block::compress(raw));
+                // Compress straight into the payload, after the header: no intermediate buffer.
+                let mut out =
+                    vec![0u8; HEADER + lz4_flex::block::get_maximum_output_size(raw.len())];
+                out[0] = TAG_LZ4;
+                out[1..HEADER].copy_from_slice(&len.to_le_bytes());
+                let n = lz4_flex::block::compress_into(raw, &mut out[HEADER..])
+                    .expect("output sized by get_maximum_output_size");
+                out.truncate(HEADER + n);
+                out
             }
             Self::Zstd(level) => {
+                let mut out =
+                    Vec::with_capacity(HEADER + zstd::zstd_safe::compress_bound(raw.len()));
                 out.push(TAG_ZSTD);
                 out.extend_from_slice(&len.to_le_bytes());
                 let z = zstd::bulk::compress(raw, *level).expect("zstd compression of memory");
                 out.extend_from_slice(&z);
+                out
             }
         }
-        out
     }
 }
 

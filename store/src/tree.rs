@@ -219,11 +219,11 @@ impl Trees {
                     Change::Delete(_) => None,
                 })
                 .collect();
-            return Ok(self.build(puts, out));
+            return Ok(self.build(&puts, out));
         };
         let node = self.load(&root.id)?;
         match &*node {
-            Node::Leaf(entries) => Ok(self.build(merge_entries(entries, changes), out)),
+            Node::Leaf(entries) => Ok(self.build(&merge_entries(entries, changes), out)),
             Node::Inner { prefix, children } => {
                 let d = prefix.len();
                 // Puts outside the prefix make the common prefix shorter: split above this node.
@@ -246,14 +246,12 @@ impl Trees {
                     }
                     return self.finish_inner(prefix[..dnew].to_vec(), kids, out);
                 }
-                // All changes that matter lie under the prefix; deletes outside it are no-ops.
-                let inside: Vec<Change> = changes
-                    .iter()
-                    .filter(|c| c.key().starts_with(prefix))
-                    .cloned()
-                    .collect();
+                // All changes that matter lie under the prefix (a contiguous run, as changes are
+                // sorted); deletes outside it are no-ops.
+                let lo = changes.partition_point(|c| c.key() < prefix.as_slice());
+                let hi = lo + changes[lo..].partition_point(|c| c.key().starts_with(prefix));
                 let mut kids = children.clone();
-                for (slot, group) in group_by_byte(&inside, d) {
+                for (slot, group) in group_by_byte(&changes[lo..hi], d) {
                     let pos = kids.binary_search_by_key(&slot, |c| c.slot);
                     let old = pos.ok().map(|i| kids[i].tree);
                     let new = self.apply(old, group, out)?;
@@ -284,7 +282,7 @@ impl Trees {
             for c in &kids {
                 self.collect(Some(c.tree), &mut entries)?;
             }
-            return Ok(self.build(entries, out));
+            return Ok(self.build(&entries, out));
         }
         if kids.len() == 1 {
             // A single child holds the whole set; it is already canonical at its longer prefix.
@@ -301,25 +299,24 @@ impl Trees {
     }
 
     /// Builds the canonical tree of sorted, unique entries.
-    fn build(&self, entries: Vec<Entry>, out: &mut NewNodes) -> Option<TreeRef> {
+    fn build(&self, entries: &[Entry], out: &mut NewNodes) -> Option<TreeRef> {
         if entries.is_empty() {
             return None;
         }
         let count = entries.len() as u64;
         if entries.len() <= LEAF_MAX {
-            return Some(self.store(Node::Leaf(entries), count, out));
+            return Some(self.store(Node::Leaf(entries.to_vec()), count, out));
         }
         let d = common_prefix(&entries[0].key, &entries[entries.len() - 1].key);
         let prefix = entries[0].key[..d].to_vec();
         let mut children = Vec::new();
         let mut rest = entries;
-        while !rest.is_empty() {
-            let slot = rest[0].key[d];
+        while let Some(first) = rest.first() {
+            let slot = first.key[d];
             let n = rest.partition_point(|e| e.key[d] == slot);
-            let tail = rest.split_off(n);
-            let tree = self.build(rest, out).expect("non-empty group");
+            let tree = self.build(&rest[..n], out).expect("non-empty group");
             children.push(Child { slot, tree });
-            rest = tail;
+            rest = &rest[n..];
         }
         Some(self.store(Node::Inner { prefix, children }, count, out))
     }

@@ -56,8 +56,9 @@ fn ingest_and_read(n: &Node, rounds: usize) {
             "/api/node/{root}/gray/raw/0_1_2/256_256_256/{}_0_0",
             r * 256
         );
+        let body = vol.clone();
         let t = Instant::now();
-        n.post_bytes(&path, vol.clone());
+        n.post_bytes(&path, body);
         post.push(t.elapsed());
         let t = Instant::now();
         let back = n.get_bytes(&path);

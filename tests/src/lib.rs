@@ -220,21 +220,37 @@ fn ok_json(r: Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON answer {text:?}: {e}"))
 }
 
-/// Deterministic test volume: smooth structure plus noise, like EM grayscale; compresses like real data.
+/// Deterministic test volume that compresses like EM grayscale: cells of even intensity (membranes
+/// between them darker) with a little noise on some voxels.
 pub fn test_volume(size: [usize; 3], seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(size[0] * size[1] * size[2]);
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
+    let cell = |x: usize, y: usize, z: usize| -> u8 {
+        let h = (x / 23).wrapping_mul(73_856_093)
+            ^ (y / 19).wrapping_mul(19_349_663)
+            ^ (z / 17).wrapping_mul(83_492_791);
+        let h = (h as u64 ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if x.is_multiple_of(23) || y.is_multiple_of(19) {
+            40
+        } else {
+            120 + (h >> 58) as u8 * 4
+        }
+    };
     for z in 0..size[2] {
         for y in 0..size[1] {
             for x in 0..size[0] {
                 state = state
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let noise = (state >> 60) as u8;
-                let smooth = ((x / 7 + y / 5 + z / 3) % 16) as u8 * 12;
-                out.push(smooth.wrapping_add(noise));
+                let noisy = (state >> 61) == 0;
+                let v = cell(x, y, z);
+                out.push(if noisy {
+                    v.wrapping_add((state >> 40) as u8 & 7)
+                } else {
+                    v
+                });
             }
         }
     }

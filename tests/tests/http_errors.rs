@@ -5,7 +5,7 @@ use dvid_tests::{Node, json};
 #[test]
 fn http_bad_requests_get_clear_4xx() {
     let dir = tempfile::tempdir().unwrap();
-    let n = Node::start(dir.path(), &["--max-request-bytes", "1000000"]);
+    let n = Node::start(dir.path(), &["--max-request-bytes", "100000"]);
     let root = n.new_repo("errors");
     n.new_instance(&root, "uint8blk", "gray", json!({"BlockSize": "8,8,8"}));
     n.new_instance(&root, "keyvalue", "kv", json!({}));
@@ -119,7 +119,7 @@ fn http_bad_requests_get_clear_4xx() {
             g("raw/0_1_2/8_8_8/0_0_0"),
             vec![1; 2_000_000],
             413,
-            "",
+            "exceeds this node's limit",
         ),
         (
             "POST",

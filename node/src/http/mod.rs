@@ -10,9 +10,13 @@ mod repo;
 pub use error::{ApiError, ApiResult};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dvid_store::Store;
+use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,7 +109,40 @@ pub fn router(store: Arc<Store>, config: HttpConfig) -> Router {
         )
         .fallback(info::not_found)
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .layer(middleware::from_fn_with_state(
+            config.max_request_bytes,
+            refuse_oversized,
+        ))
         .with_state(state)
+}
+
+/// Most bytes of an oversized body read and dropped before answering 413.
+const MAX_DRAIN_BYTES: usize = 64 << 20;
+
+/// Answers 413 to a body declared larger than the limit. It first drains the body (up to
+/// [`MAX_DRAIN_BYTES`]) so that a client still sending reads the answer instead of a connection
+/// reset: closing a socket with unread data makes the kernel reset it.
+async fn refuse_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > limit as u64) else {
+        return next.run(req).await;
+    };
+    let mut body = req.into_body();
+    let mut drained = 0;
+    while drained < MAX_DRAIN_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+    ApiError::too_large(format!(
+        "request body of {declared} bytes exceeds this node's limit of {limit} bytes (--max-request-bytes)"
+    ))
+    .into_response()
 }
 
 /// Runs a store call on a blocking thread.
