@@ -235,7 +235,7 @@ pub fn test_volume(size: [usize; 3], seed: u64) -> Vec<u8> {
         if x.is_multiple_of(23) || y.is_multiple_of(19) {
             40
         } else {
-            120 + (h >> 58) as u8 * 4
+            120 + (h >> 60) as u8 * 8
         }
     };
     for z in 0..size[2] {
