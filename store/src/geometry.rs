@@ -138,9 +138,10 @@ pub fn block_from_key(key: &[u8]) -> Option<Point> {
     Some(u.map(unbias))
 }
 
-/// The inclusive box of block coordinates whose keys start with `prefix` (used to prune tree walks).
-pub fn block_box_of_prefix(prefix: &[u8]) -> (Point, Point) {
-    let bits = (prefix.len() * 8).min(96);
+/// The inclusive box of block coordinates whose keys start with the first `bits` bits of `prefix`
+/// (used to prune tree walks).
+pub fn block_box_of_prefix(prefix: &[u8], bits: usize) -> (Point, Point) {
+    let bits = bits.min(prefix.len() * 8).min(96);
     let mut fixed = [0u32; 3];
     let mut nfixed = [0u32; 3];
     for i in 0..bits {
@@ -215,9 +216,9 @@ mod tests {
         }
 
         #[test]
-        fn block_prefix_box_contains_block(x in -1000i32..1000, y in -1000i32..1000, z in -1000i32..1000, len in 0usize..=12) {
+        fn block_prefix_box_contains_block(x in -1000i32..1000, y in -1000i32..1000, z in -1000i32..1000, len in 0usize..=96) {
             let key = block_key([x, y, z]);
-            let (lo, hi) = block_box_of_prefix(&key[..len]);
+            let (lo, hi) = block_box_of_prefix(&key, len);
             for a in 0..3 {
                 let v = [x, y, z][a];
                 prop_assert!(lo[a] <= v && v <= hi[a]);

@@ -80,7 +80,7 @@ impl Store {
         kv_only(&inst)?;
         let mut present: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
         self.trees
-            .visit(v.roots.get(&inst.id).copied(), &mut |_| true, &mut |e| {
+            .visit(v.roots.get(&inst.id).copied(), &mut |_, _| true, &mut |e| {
                 present.insert(e.name.clone(), true);
                 true
             })?;

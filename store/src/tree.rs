@@ -2,10 +2,11 @@
 //! content-addressed objects. This module owns the tree-node format.
 //!
 //! The shape depends only on the set of entries: a set of at most [`LEAF_MAX`] entries is one leaf;
-//! a larger set is an inner node at the longest prefix all its keys share, with one child per next
-//! byte. So the root hash is history-independent, an update of k entries rewrites O(k log n) nodes,
-//! two trees diff in O(d log n) by skipping equal hashes, and (with Morton keys) a region of space is
-//! a set of subtrees. Lookups walk at most key-length levels, whatever the version history.
+//! a larger set is an inner node at the longest prefix all its keys share (in whole steps of
+//! [`STEP_BITS`] bits), with one child per value of the next step. So the root hash is
+//! history-independent, an update of k entries rewrites O(k log n) nodes, two trees diff in
+//! O(d log n) by skipping equal hashes, and (with Morton keys, where a 3-bit step is one octree level)
+//! a region of space is a set of subtrees. Lookups walk O(log n) levels, whatever the version history.
 
 use crate::{ObjectId, ObjectStore, Result, StoreError};
 use quick_cache::sync::Cache;
@@ -14,6 +15,10 @@ use std::sync::Arc;
 
 /// Most entries a leaf holds; a larger set splits into an inner node.
 pub const LEAF_MAX: usize = 64;
+/// Bits of the key consumed per inner level: 3, one octree level of a Morton key, so dense blocks
+/// fill leaves exactly (4x4x4 = 64) and inner nodes have at most 8 children.
+pub const STEP_BITS: usize = 3;
+const FANOUT: u8 = 1 << STEP_BITS;
 /// Largest encoded tree node accepted from disk or a peer.
 pub const MAX_NODE_BYTES: usize = 64 * 1024;
 /// Longest tree key (block keys are 12 bytes, key-value keys 32).
@@ -65,8 +70,11 @@ pub struct Child {
 pub enum Node {
     /// Entries sorted by key, at most [`LEAF_MAX`].
     Leaf(Vec<Entry>),
-    /// All keys below share `prefix`; children are keyed by the byte after it, sorted, at least two.
+    /// All keys below share their first `depth` bits (a multiple of [`STEP_BITS`]), held in `prefix`
+    /// with the bits past `depth` zeroed; children are keyed by the next step's bits, sorted, at
+    /// least two.
     Inner {
+        depth: u16,
         prefix: Vec<u8>,
         children: Vec<Child>,
     },
@@ -115,9 +123,20 @@ impl Node {
                     return Err("leaf keys not strictly sorted".into());
                 }
             }
-            Self::Inner { prefix, children } => {
-                if prefix.len() >= MAX_KEY_LEN || children.len() < 2 {
-                    return Err("inner node with a bad prefix or fewer than two children".into());
+            Self::Inner {
+                depth,
+                prefix,
+                children,
+            } => {
+                let depth = usize::from(*depth);
+                if depth % STEP_BITS != 0
+                    || depth >= MAX_KEY_LEN * 8
+                    || *prefix != prefix_of(prefix, depth)
+                {
+                    return Err(format!("inner node with a bad prefix of {depth} bits"));
+                }
+                if children.len() < 2 || children.iter().any(|c| c.slot >= FANOUT) {
+                    return Err("inner node with fewer than two children or a bad slot".into());
                 }
                 if children.windows(2).any(|w| w[0].slot >= w[1].slot) {
                     return Err("inner slots not strictly sorted".into());
@@ -185,11 +204,16 @@ impl Trees {
                         .ok()
                         .map(|i| entries[i].clone()));
                 }
-                Node::Inner { prefix, children } => {
-                    if !key.starts_with(prefix) || key.len() <= prefix.len() {
+                Node::Inner {
+                    depth,
+                    prefix,
+                    children,
+                } => {
+                    let depth = usize::from(*depth);
+                    if !has_prefix(key, prefix, depth) {
                         return Ok(None);
                     }
-                    let slot = key[prefix.len()];
+                    let slot = slot_at(key, depth);
                     match children.binary_search_by_key(&slot, |c| c.slot) {
                         Ok(i) => at = children[i].tree,
                         Err(_) => return Ok(None),
@@ -224,18 +248,23 @@ impl Trees {
         let node = self.load(&root.id)?;
         match &*node {
             Node::Leaf(entries) => Ok(self.build(&merge_entries(entries, changes), out)),
-            Node::Inner { prefix, children } => {
-                let d = prefix.len();
+            Node::Inner {
+                depth,
+                prefix,
+                children,
+            } => {
+                let d = usize::from(*depth);
                 // Puts outside the prefix make the common prefix shorter: split above this node.
                 let split = changes
                     .iter()
-                    .filter(|c| matches!(c, Change::Put(_)) && !c.key().starts_with(prefix))
-                    .map(|c| common_prefix(prefix, c.key()))
+                    .filter(|c| matches!(c, Change::Put(_)) && !has_prefix(c.key(), prefix, d))
+                    .map(|c| common_bits(prefix, c.key()).min(d) / STEP_BITS * STEP_BITS)
                     .min();
                 if let Some(dnew) = split {
+                    let own = slot_at(prefix, dnew);
                     let mut kids = Vec::new();
-                    for (slot, group) in group_by_byte(changes, dnew) {
-                        let sub = if slot == prefix[dnew] {
+                    for (slot, group) in group_by_slot(changes, dnew) {
+                        let sub = if slot == own {
                             self.apply(Some(root), group, out)?
                         } else {
                             self.apply(None, group, out)?
@@ -244,14 +273,14 @@ impl Trees {
                             kids.push(Child { slot, tree });
                         }
                     }
-                    return self.finish_inner(prefix[..dnew].to_vec(), kids, out);
+                    return self.finish_inner(dnew, prefix_of(prefix, dnew), kids, out);
                 }
                 // All changes that matter lie under the prefix (a contiguous run, as changes are
-                // sorted); deletes outside it are no-ops.
+                // sorted and the prefix is zero-padded); deletes outside it are no-ops.
                 let lo = changes.partition_point(|c| c.key() < prefix.as_slice());
-                let hi = lo + changes[lo..].partition_point(|c| c.key().starts_with(prefix));
+                let hi = lo + changes[lo..].partition_point(|c| has_prefix(c.key(), prefix, d));
                 let mut kids = children.clone();
-                for (slot, group) in group_by_byte(&changes[lo..hi], d) {
+                for (slot, group) in group_by_slot(&changes[lo..hi], d) {
                     let pos = kids.binary_search_by_key(&slot, |c| c.slot);
                     let old = pos.ok().map(|i| kids[i].tree);
                     let new = self.apply(old, group, out)?;
@@ -264,14 +293,15 @@ impl Trees {
                         (Err(_), None) => {}
                     }
                 }
-                self.finish_inner(prefix.clone(), kids, out)
+                self.finish_inner(d, prefix.clone(), kids, out)
             }
         }
     }
 
-    /// Canonical node for a set already split into children at `prefix`.
+    /// Canonical node for a set already split into children at `prefix` (`depth` bits).
     fn finish_inner(
         &self,
+        depth: usize,
         prefix: Vec<u8>,
         kids: Vec<Child>,
         out: &mut NewNodes,
@@ -290,6 +320,7 @@ impl Trees {
         }
         Ok(Some(self.store(
             Node::Inner {
+                depth: depth as u16,
                 prefix,
                 children: kids,
             },
@@ -307,35 +338,45 @@ impl Trees {
         if entries.len() <= LEAF_MAX {
             return Some(self.store(Node::Leaf(entries.to_vec()), count, out));
         }
-        let d = common_prefix(&entries[0].key, &entries[entries.len() - 1].key);
-        let prefix = entries[0].key[..d].to_vec();
+        let bits = common_bits(&entries[0].key, &entries[entries.len() - 1].key);
+        let d = bits / STEP_BITS * STEP_BITS;
+        let prefix = prefix_of(&entries[0].key, d);
         let mut children = Vec::new();
         let mut rest = entries;
         while let Some(first) = rest.first() {
-            let slot = first.key[d];
-            let n = rest.partition_point(|e| e.key[d] == slot);
+            let slot = slot_at(&first.key, d);
+            let n = rest.partition_point(|e| slot_at(&e.key, d) == slot);
             let tree = self.build(&rest[..n], out).expect("non-empty group");
             children.push(Child { slot, tree });
             rest = &rest[n..];
         }
-        Some(self.store(Node::Inner { prefix, children }, count, out))
+        let depth = d as u16;
+        Some(self.store(
+            Node::Inner {
+                depth,
+                prefix,
+                children,
+            },
+            count,
+            out,
+        ))
     }
 
     /// Appends every entry of the tree, in key order.
     pub fn collect(&self, root: Option<TreeRef>, out: &mut Vec<Entry>) -> Result<()> {
-        self.visit(root, &mut |_| true, &mut |e| {
+        self.visit(root, &mut |_, _| true, &mut |e| {
             out.push(e.clone());
             true
         })
     }
 
-    /// Walks the tree in key order. `descend(prefix)` is asked before entering a subtree whose keys
-    /// all start with `prefix`, so callers prune by region; `visit` sees each entry and returns false
-    /// to stop.
+    /// Walks the tree in key order. `descend(prefix, bits)` is asked before entering a subtree whose
+    /// keys all start with the first `bits` bits of `prefix`, so callers prune by region; `visit` sees
+    /// each entry and returns false to stop.
     pub fn visit(
         &self,
         root: Option<TreeRef>,
-        descend: &mut dyn FnMut(&[u8]) -> bool,
+        descend: &mut dyn FnMut(&[u8], usize) -> bool,
         visit: &mut dyn FnMut(&Entry) -> bool,
     ) -> Result<()> {
         if let Some(root) = root {
@@ -347,7 +388,7 @@ impl Trees {
     fn visit_node(
         &self,
         id: &ObjectId,
-        descend: &mut dyn FnMut(&[u8]) -> bool,
+        descend: &mut dyn FnMut(&[u8], usize) -> bool,
         visit: &mut dyn FnMut(&Entry) -> bool,
     ) -> Result<bool> {
         let node = self.load(id)?;
@@ -359,12 +400,15 @@ impl Trees {
                     }
                 }
             }
-            Node::Inner { prefix, children } => {
-                let mut p = prefix.clone();
-                p.push(0);
+            Node::Inner {
+                depth,
+                prefix,
+                children,
+            } => {
+                let d = usize::from(*depth);
                 for c in children {
-                    *p.last_mut().expect("pushed") = c.slot;
-                    if descend(&p) && !self.visit_node(&c.tree.id, descend, visit)? {
+                    let p = with_slot(prefix, d, c.slot);
+                    if descend(&p, d + STEP_BITS) && !self.visit_node(&c.tree.id, descend, visit)? {
                         return Ok(false);
                     }
                 }
@@ -409,16 +453,19 @@ impl Trees {
             let (na, nb) = (self.load(&ta.id)?, self.load(&tb.id)?);
             if let (
                 Node::Inner {
+                    depth: da,
                     prefix: pa,
                     children: ca,
                 },
                 Node::Inner {
+                    depth: db,
                     prefix: pb,
                     children: cb,
                 },
             ) = (&*na, &*nb)
             {
-                if pa == pb {
+                let (da, db) = (usize::from(*da), usize::from(*db));
+                if da == db && pa == pb {
                     // Same shape here: pair children by slot.
                     let mut slots: Vec<u8> = ca.iter().chain(cb).map(|c| c.slot).collect();
                     slots.sort_unstable();
@@ -429,32 +476,28 @@ impl Trees {
                     }
                     return Ok(());
                 }
-                if pb.starts_with(pa) || pa.starts_with(pb) {
+                let a_holds_b = da < db && has_prefix(pb, pa, da);
+                let b_holds_a = db < da && has_prefix(pa, pb, db);
+                if a_holds_b || b_holds_a {
                     // One node sits inside one child of the other: pair it with that child.
-                    let (outer, inner_ref, inner_prefix, outer_is_a) = if pb.starts_with(pa) {
-                        (ca, tb, pb, true)
+                    let (outer, inner_ref, slot) = if a_holds_b {
+                        (ca, tb, slot_at(pb, da))
                     } else {
-                        (cb, ta, pa, false)
+                        (cb, ta, slot_at(pa, db))
                     };
                     let start = out.len();
-                    let depth = if outer_is_a { pa.len() } else { pb.len() };
-                    let slot = inner_prefix[depth];
                     let mut paired = false;
                     for c in outer {
-                        let (x, y) = if c.slot == slot {
-                            paired = true;
-                            (Some(c.tree), Some(inner_ref))
+                        let other = (c.slot == slot).then_some(inner_ref);
+                        paired |= other.is_some();
+                        if a_holds_b {
+                            self.diff_into(Some(c.tree), other, out)?;
                         } else {
-                            (Some(c.tree), None)
-                        };
-                        if outer_is_a {
-                            self.diff_into(x, y, out)?;
-                        } else {
-                            self.diff_into(y, x, out)?;
+                            self.diff_into(other, Some(c.tree), out)?;
                         }
                     }
                     if !paired {
-                        let (x, y) = if outer_is_a {
+                        let (x, y) = if a_holds_b {
                             (None, Some(inner_ref))
                         } else {
                             (Some(inner_ref), None)
@@ -546,21 +589,65 @@ fn merge_entries(entries: &[Entry], changes: &[Change]) -> Vec<Entry> {
     out
 }
 
-/// Groups sorted changes by their byte at `depth`.
-fn group_by_byte(changes: &[Change], depth: usize) -> Vec<(u8, &[Change])> {
+/// Groups sorted changes by their slot at `depth` bits.
+fn group_by_slot(changes: &[Change], depth: usize) -> Vec<(u8, &[Change])> {
     let mut out = Vec::new();
     let mut rest = changes;
     while let Some(first) = rest.first() {
-        let slot = first.key()[depth];
-        let n = rest.partition_point(|c| c.key()[depth] == slot);
+        let slot = slot_at(first.key(), depth);
+        let n = rest.partition_point(|c| slot_at(c.key(), depth) == slot);
         out.push((slot, &rest[..n]));
         rest = &rest[n..];
     }
     out
 }
 
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+fn bit(key: &[u8], i: usize) -> u8 {
+    key.get(i / 8).map_or(0, |b| (b >> (7 - i % 8)) & 1)
+}
+
+/// The [`STEP_BITS`] bits of `key` starting at bit `depth` (zero past the key's end).
+fn slot_at(key: &[u8], depth: usize) -> u8 {
+    (0..STEP_BITS).fold(0, |s, j| (s << 1) | bit(key, depth + j))
+}
+
+/// The first `bits` bits of `key`, zero-padded to whole bytes.
+fn prefix_of(key: &[u8], bits: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = key.iter().copied().take(bits.div_ceil(8)).collect();
+    p.resize(bits.div_ceil(8), 0);
+    if !bits.is_multiple_of(8) {
+        let last = p.len() - 1;
+        p[last] &= 0xffu8 << (8 - bits % 8);
+    }
+    p
+}
+
+/// `prefix` (of `depth` bits) extended by one step holding `slot`.
+fn with_slot(prefix: &[u8], depth: usize, slot: u8) -> Vec<u8> {
+    let mut p = prefix_of(prefix, depth);
+    p.resize((depth + STEP_BITS).div_ceil(8), 0);
+    for j in 0..STEP_BITS {
+        if (slot >> (STEP_BITS - 1 - j)) & 1 == 1 {
+            let i = depth + j;
+            p[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    p
+}
+
+/// Number of leading bits `a` and `b` share.
+fn common_bits(a: &[u8], b: &[u8]) -> usize {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if x != y {
+            return i * 8 + (x ^ y).leading_zeros() as usize;
+        }
+    }
+    a.len().min(b.len()) * 8
+}
+
+/// True if `key` starts with the first `bits` bits of `prefix`.
+fn has_prefix(key: &[u8], prefix: &[u8], bits: usize) -> bool {
+    key.len() * 8 > bits && common_bits(key, prefix) >= bits.min(prefix.len() * 8)
 }
 
 #[cfg(test)]
@@ -616,6 +703,41 @@ mod tests {
         assert_eq!(&bytes[..7], &[b'T', 0, 1, 2, 1, 2, 0]);
         assert_eq!(bytes.len(), 7 + 32);
         assert_eq!(Node::decode(&bytes).unwrap(), leaf);
+        let inner = Node::Inner {
+            depth: 3,
+            prefix: vec![0xa0],
+            children: vec![
+                Child {
+                    slot: 1,
+                    tree: TreeRef {
+                        id: ObjectId([1; 32]),
+                        count: 65,
+                    },
+                },
+                Child {
+                    slot: 7,
+                    tree: TreeRef {
+                        id: ObjectId([2; 32]),
+                        count: 1,
+                    },
+                },
+            ],
+        };
+        let bytes = inner.encode();
+        // tag, variant 1 (Inner), depth 3, prefix len 1, 0xa0, 2 children, slot 1, then its hash.
+        assert_eq!(&bytes[..8], &[b'T', 1, 3, 1, 0xa0, 2, 1, 1]);
+        // ...its count (varint 65), slot 7, the second hash, count 1.
+        assert_eq!(&bytes[39..42], &[65, 7, 2]);
+        assert_eq!(bytes.len(), 8 + 31 + 2 + 32 + 1);
+        assert_eq!(Node::decode(&bytes).unwrap(), inner);
+        // A prefix with bits set past its depth is not canonical.
+        let bad = Node::Inner {
+            depth: 3,
+            prefix: vec![0xa1],
+            children: vec![],
+        }
+        .encode();
+        assert!(Node::decode(&bad).is_err());
     }
 
     #[test]
@@ -638,7 +760,83 @@ mod tests {
         let one = [Change::Put(entry(7 * 500, 999_999))];
         t.apply(root, &one, &mut out).unwrap();
         // One leaf plus the path above it.
-        assert!(out.len() <= 4, "one change rewrote {} nodes", out.len());
+        assert!(out.len() <= 8, "one change rewrote {} nodes", out.len());
+    }
+
+    /// An object store that counts reads, to see how many nodes a walk touches.
+    struct Counting(MemEngine, std::sync::atomic::AtomicUsize);
+
+    impl ObjectStore for Counting {
+        fn get_object(&self, id: &ObjectId) -> Result<Option<Vec<u8>>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.get_object(id)
+        }
+        fn has_object(&self, id: &ObjectId) -> Result<bool> {
+            self.0.has_object(id)
+        }
+        fn put_objects(&self, objects: &[(ObjectId, Vec<u8>)]) -> Result<()> {
+            self.0.put_objects(objects)
+        }
+        fn for_each_object(&self, visit: &mut dyn FnMut(&ObjectId, &[u8]) -> bool) -> Result<()> {
+            self.0.for_each_object(visit)
+        }
+    }
+
+    #[test]
+    fn tree_region_touches_only_its_subtrees() {
+        use crate::geometry::{block_box_of_prefix, block_from_key, block_key};
+        let store = Arc::new(Counting(MemEngine::new(), 0.into()));
+        let builder = Trees::new(store.clone(), 16);
+        let mut all = Vec::new();
+        for z in 0..32 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    all.push(Entry {
+                        key: block_key([x, y, z]).to_vec(),
+                        name: vec![],
+                        object: ObjectId([0; 32]),
+                    });
+                }
+            }
+        }
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out = Vec::new();
+        let root = builder.build(&all, &mut out);
+        store.put_objects(&out).unwrap();
+        let total_nodes = out.len();
+        // Dense blocks fill leaves: 4x4x4 = 64 per leaf, 8 children per inner node.
+        assert_eq!(
+            total_nodes,
+            512 + 64 + 8 + 1,
+            "32^3 dense blocks made {total_nodes} nodes"
+        );
+        for (lo, hi) in [([8, 8, 8], [11, 11, 11]), ([3, 17, 9], [7, 21, 13])] {
+            let trees = Trees::new(store.clone(), 1024); // empty cache: every node visited is read
+            store.1.store(0, std::sync::atomic::Ordering::Relaxed);
+            let mut found = Vec::new();
+            let overlaps = |p: &[u8], bits: usize| {
+                let (blo, bhi) = block_box_of_prefix(p, bits);
+                (0..3).all(|a| blo[a] <= hi[a] && lo[a] <= bhi[a])
+            };
+            trees
+                .visit(root, &mut |p, bits| overlaps(p, bits), &mut |e| {
+                    let b = block_from_key(&e.key).unwrap();
+                    if (0..3).all(|a| lo[a] <= b[a] && b[a] <= hi[a]) {
+                        found.push(b);
+                    }
+                    true
+                })
+                .unwrap();
+            let region: usize = (0..3).map(|a| (hi[a] - lo[a] + 1) as usize).product();
+            let read = store.1.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(found.len(), region);
+            // Leaves hold up to 64 blocks: the region needs about region/64 leaves plus a few edges and
+            // the path from the root, never a scan of the tree's {total_nodes} nodes.
+            assert!(
+                read <= 8 + region / 4,
+                "region of {region} blocks read {read} of {total_nodes} nodes"
+            );
+        }
     }
 
     proptest! {
