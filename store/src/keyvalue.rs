@@ -2,10 +2,9 @@
 //! balanced whatever the keys look like) and keeps the key itself beside each entry.
 
 use crate::catalog::{DataKind, Instance, Version};
-use crate::engine::Space;
 use crate::store::WorkingEntry;
 use crate::tree::MAX_NAME_LEN;
-use crate::{ObjectId, Result, Store, StoreError, keys};
+use crate::{ObjectId, Result, Store, StoreError};
 use std::collections::BTreeMap;
 
 /// Largest value accepted for one key.
@@ -103,26 +102,9 @@ impl Store {
         v: &Version,
         present: &mut BTreeMap<Vec<u8>, bool>,
     ) -> Result<()> {
-        let prefix = keys::working_prefix(inst.id, v.id);
-        let end = keys::prefix_end(&prefix);
-        let mut err = None;
-        self.meta
-            .scan(
-                Space::Working,
-                &prefix,
-                end.as_deref(),
-                &mut |_, val| match postcard::from_bytes::<WorkingEntry>(val) {
-                    Ok(w) => {
-                        present.insert(w.name, w.object.is_some());
-                        true
-                    }
-                    Err(e) => {
-                        err = Some(StoreError::Corrupt(format!("working entry: {e}")));
-                        false
-                    }
-                },
-            )?;
-        err.map_or(Ok(()), Err)
+        self.scan_working(inst.id, v.id, &mut |_, _, w| {
+            present.insert(w.name, w.object.is_some());
+        })
     }
 }
 

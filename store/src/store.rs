@@ -25,6 +25,9 @@ pub(crate) struct WorkingEntry {
     pub name: Vec<u8>,
 }
 
+/// Sees each working entry: its store key, its index key, and the entry.
+pub(crate) type WorkingVisitor<'a> = dyn FnMut(&[u8], &[u8], WorkingEntry) + 'a;
+
 /// Settings for a new data instance, already parsed from DVID's request body.
 #[derive(Clone, Debug)]
 pub struct InstanceSettings {
@@ -266,9 +269,32 @@ impl Store {
         vid: u32,
         deletes: &mut Vec<BatchOp>,
     ) -> Result<Vec<Change>> {
+        let mut changes = Vec::new();
+        self.scan_working(inst, vid, &mut |k, index, w| {
+            let key = index.to_vec();
+            changes.push(match w.object {
+                Some(object) => Change::Put(Entry {
+                    key,
+                    name: w.name,
+                    object,
+                }),
+                None => Change::Delete(key),
+            });
+            deletes.push(BatchOp::Delete(Space::Working, k.to_vec()));
+        })?;
+        Ok(changes)
+    }
+
+    /// Calls `f(store key, index key, entry)` for each working entry of (instance, version), in
+    /// index order.
+    pub(crate) fn scan_working(
+        &self,
+        inst: u32,
+        vid: u32,
+        f: &mut WorkingVisitor<'_>,
+    ) -> Result<()> {
         let prefix = keys::working_prefix(inst, vid);
         let end = keys::prefix_end(&prefix);
-        let mut changes = Vec::new();
         let mut err = None;
         self.meta
             .scan(
@@ -277,16 +303,7 @@ impl Store {
                 end.as_deref(),
                 &mut |k, val| match postcard::from_bytes::<WorkingEntry>(val) {
                     Ok(w) => {
-                        let key = k[prefix.len()..].to_vec();
-                        changes.push(match w.object {
-                            Some(object) => Change::Put(Entry {
-                                key,
-                                name: w.name,
-                                object,
-                            }),
-                            None => Change::Delete(key),
-                        });
-                        deletes.push(BatchOp::Delete(Space::Working, k.to_vec()));
+                        f(k, &k[prefix.len()..], w);
                         true
                     }
                     Err(e) => {
@@ -295,7 +312,7 @@ impl Store {
                     }
                 },
             )?;
-        err.map_or(Ok(changes), Err)
+        err.map_or(Ok(()), Err)
     }
 
     /// Creates a mutable child of a locked version on a new, named branch.
