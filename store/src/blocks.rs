@@ -4,7 +4,7 @@
 use crate::catalog::{Instance, Version};
 use crate::codec::decode_block;
 use crate::geometry::{Point, Subvolume, block_key, intersection_runs};
-use crate::store::WorkingEntry;
+use crate::store::{WorkingEntry, check_blocks_held};
 use crate::{ObjectId, Result, Store, StoreError};
 use rayon::prelude::*;
 
@@ -17,6 +17,7 @@ impl Store {
         let len = usize::try_from(sub.voxels() * vb as u64)
             .map_err(|_| StoreError::BadRequest("subvolume too large for this machine".into()))?;
         let blocks = sub.blocks(inst.block_size);
+        check_blocks_held(&v, &inst, &blocks)?;
         let decoded: Vec<(Point, Option<Vec<u8>>)> = blocks
             .par_iter()
             .map(|&b| Ok((b, self.block_at(&inst, &v, b)?)))
@@ -54,6 +55,7 @@ impl Store {
                 inst.kind.name()
             )));
         }
+        check_blocks_held(&v, &inst, &sub.blocks(inst.block_size))?;
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
         // Re-read under the lock: extents may have moved since `writable`.
@@ -108,6 +110,7 @@ impl Store {
         let _gate = self.gate.read();
         let (v, inst) = self.readable(uuid, instance)?;
         voxel_bytes(&inst)?;
+        check_blocks_held(&v, &inst, blocks)?;
         let found: Vec<Option<(Point, Vec<u8>)>> = blocks
             .par_iter()
             .map(|&b| Ok(self.block_at(&inst, &v, b)?.map(|d| (b, d))))

@@ -108,6 +108,8 @@ pub struct Repo {
     pub versions: Vec<u32>,
     pub created: String,
     pub updated: String,
+    /// Peers (by PeerId text) that may fetch every locked version of this repo.
+    pub shared_with: std::collections::BTreeSet<String>,
 }
 
 /// A node of the version DAG.
@@ -127,8 +129,12 @@ pub struct Version {
     /// Tree roots by instance id. For a locked version, its committed contents; for a mutable one,
     /// the base that its working set overlays.
     pub roots: BTreeMap<u32, TreeRef>,
-    /// Set when locked: hash over parents' commit hashes, instance roots and metadata.
+    /// Set when locked: see [`crate::manifest::commit_hash`].
     pub commit_hash: Option<ObjectId>,
+    /// What of this version this node holds.
+    pub replica: crate::manifest::Replica,
+    /// Any peer may fetch this (locked) version.
+    pub published: bool,
 }
 
 /// All repos and versions, indexed for lookup by id and by UUID.
@@ -179,6 +185,11 @@ impl Catalog {
                 matches: 2 + hits.count(),
             }),
         }
+    }
+
+    /// Resolves a full 32-digit UUID without prefix matching; `None` if unknown.
+    pub fn exact(&self, uuid: Uuid) -> Option<u32> {
+        self.by_uuid.get(&uuid).copied()
     }
 
     pub fn version(&self, id: u32) -> Result<&Version> {
@@ -272,6 +283,8 @@ mod tests {
             updated: now(),
             roots: BTreeMap::new(),
             commit_hash: None,
+            replica: crate::manifest::Replica::Full,
+            published: false,
         }
     }
 

@@ -12,7 +12,10 @@ mod error;
 pub mod geometry;
 pub mod keys;
 mod keyvalue;
+pub mod manifest;
 pub mod object;
+mod replicate;
+pub mod sharing;
 mod store;
 pub mod tree;
 
@@ -22,5 +25,6 @@ pub use engine::{FjallEngine, MemEngine, ObjectStore, OrderedStore};
 pub use error::{Result, StoreError};
 pub use geometry::{Point, Subvolume};
 pub use keyvalue::MAX_VALUE_BYTES;
+pub use manifest::{Replica, Restriction, VersionManifest};
 pub use object::ObjectId;
 pub use store::{InstanceSettings, MAX_BLOCK_BYTES, MAX_BLOCK_EDGE, Store};

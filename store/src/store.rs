@@ -7,6 +7,7 @@
 
 use crate::catalog::{Catalog, DataKind, Instance, Repo, Uuid, Version, now};
 use crate::engine::{BatchOp, FjallEngine, MemEngine, ObjectStore, OrderedStore, Space};
+use crate::manifest::Replica;
 use crate::tree::{Change, Entry, TreeRef, Trees};
 use crate::{Codec, ObjectId, Result, StoreError, keys};
 use parking_lot::{Mutex, RwLock};
@@ -96,6 +97,53 @@ impl Store {
         self.catalog.read().clone()
     }
 
+    /// The tree nodes of this store.
+    pub fn trees(&self) -> &Trees {
+        &self.trees
+    }
+
+    /// The object store.
+    pub fn objects(&self) -> &dyn ObjectStore {
+        self.objects.as_ref()
+    }
+
+    /// An instance of the repo holding `uuid`, without cloning the catalog.
+    pub fn instance(&self, uuid: &str, name: &str) -> Result<Instance> {
+        let c = self.catalog.read();
+        let vid = c.resolve(uuid)?;
+        Ok(c.instance(vid, name)?.clone())
+    }
+
+    /// The root UUID of the repo holding `uuid`.
+    pub fn repo_root(&self, uuid: &str) -> Result<Uuid> {
+        let c = self.catalog.read();
+        let vid = c.resolve(uuid)?;
+        Ok(c.repo_of(vid)?.root)
+    }
+
+    /// The tree root of instance `data` (by data UUID) in the locked version `version`.
+    pub fn tree_root(&self, version: Uuid, data: Uuid) -> Result<Option<TreeRef>> {
+        let c = self.catalog.read();
+        let vid = c
+            .exact(version)
+            .ok_or_else(|| StoreError::NotFound(format!("no version {version}")))?;
+        let v = c.version(vid)?;
+        if !v.locked {
+            return Err(StoreError::Locked(format!(
+                "version {version} is mutable and never leaves this node"
+            )));
+        }
+        let repo = c.repo_of(vid)?;
+        let inst = repo
+            .instances
+            .values()
+            .find(|i| i.data_uuid == data)
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no instance {data} in version {version}"))
+            })?;
+        Ok(v.roots.get(&inst.id).copied())
+    }
+
     /// Resolves a UUID or unique prefix to its version.
     pub fn resolve(&self, uuid: &str) -> Result<Version> {
         let c = self.catalog.read();
@@ -121,6 +169,7 @@ impl Store {
             versions: vec![version_id],
             created: t.clone(),
             updated: t.clone(),
+            shared_with: Default::default(),
         };
         let version = new_version(
             version_id,
@@ -453,6 +502,14 @@ impl Store {
                     pv.uuid
                 )));
             }
+            if pv.replica == Replica::MetadataOnly
+                || (parents.len() > 1 && pv.replica != Replica::Full)
+            {
+                return Err(StoreError::BadRequest(format!(
+                    "version {} is not fully replicated on this node: pull it before building on it",
+                    pv.uuid
+                )));
+            }
         }
         let mut next = c.clone();
         let id = next.allocate_id();
@@ -466,6 +523,8 @@ impl Store {
             roots,
         );
         child.note = note.to_string();
+        // A child of a partial replica holds only what its parent holds.
+        child.replica = c.versions[&parents[0]].replica.clone();
         let mut batch = vec![put_counter(next.next_id)];
         for &p in parents {
             let mut pv = next.version(p)?.clone();
@@ -534,14 +593,17 @@ impl Store {
                 v.uuid
             )));
         }
+        check_held(&v, &inst)?;
         Ok((v, inst))
     }
 
-    /// Resolves a version and instance for reading.
+    /// Resolves a version and instance for reading; refuses data this node does not hold.
     pub(crate) fn readable(&self, uuid: &str, instance: &str) -> Result<(Version, Instance)> {
         let c = self.catalog.read();
         let vid = c.resolve(uuid)?;
-        Ok((c.version(vid)?.clone(), c.instance(vid, instance)?.clone()))
+        let (v, inst) = (c.version(vid)?.clone(), c.instance(vid, instance)?.clone());
+        check_held(&v, &inst)?;
+        Ok((v, inst))
     }
 
     /// Stores objects (deduplicated) then working entries, durably, in that order.
@@ -613,38 +675,24 @@ fn new_version(
         updated: t,
         roots,
         commit_hash: None,
+        replica: Replica::Full,
+        published: false,
     }
 }
 
-/// What a commit hash covers; postcard-encoded and hashed with BLAKE3.
-#[derive(Serialize)]
-struct CommitContent<'a> {
-    uuid: Uuid,
-    parents: Vec<Option<ObjectId>>,
-    roots: Vec<(Uuid, &'a str, Option<ObjectId>)>,
-    branch: &'a str,
-    note: &'a str,
-}
-
+/// The commit hash of `v` as committed in `repo` (see [`crate::manifest::commit_hash`]).
 fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
     let mut parents = Vec::new();
     for p in &v.parents {
         parents.push(c.version(*p)?.commit_hash);
     }
-    let roots = repo
+    let roots: Vec<(Uuid, &str, Option<ObjectId>)> = repo
         .instances
         .values()
         .map(|i| (i.data_uuid, i.kind.name(), v.roots.get(&i.id).map(|r| r.id)))
         .collect();
-    let content = CommitContent {
-        uuid: v.uuid,
-        parents,
-        roots,
-        branch: &v.branch,
-        note: &v.note,
-    };
-    Ok(ObjectId::of(
-        &postcard::to_stdvec(&content).expect("commit content serializes"),
+    Ok(crate::manifest::commit_hash(
+        v.uuid, &parents, &roots, &v.branch,
     ))
 }
 
@@ -662,6 +710,47 @@ fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
             None => format!("index {:02x?}", d.key),
         }
     }
+}
+
+/// Refuses an instance of a version this node holds only in part or not at all.
+fn check_held(v: &Version, inst: &Instance) -> Result<()> {
+    match &v.replica {
+        Replica::Full => Ok(()),
+        Replica::MetadataOnly => Err(StoreError::NotFound(format!(
+            "version {} is known here only as an ancestor of a pulled version: pull it to read its data",
+            v.uuid
+        ))),
+        Replica::Partial(r) if !r.has_instance(&inst.name) => Err(StoreError::NotFound(format!(
+            "instance {:?} was not pulled with version {} (a partial replica): pull it to read it",
+            inst.name, v.uuid
+        ))),
+        Replica::Partial(_) => Ok(()),
+    }
+}
+
+/// Refuses blocks outside the region a partial replica holds, rather than reading them as zeros.
+pub(crate) fn check_blocks_held(
+    v: &Version,
+    inst: &Instance,
+    blocks: &[crate::Point],
+) -> Result<()> {
+    let Replica::Partial(r) = &v.replica else {
+        return Ok(());
+    };
+    let Some((lo, hi)) = r.block_box(inst.block_size) else {
+        return Ok(());
+    };
+    if let Some(b) = blocks
+        .iter()
+        .find(|b| (0..3).any(|a| b[a] < lo[a] || b[a] > hi[a]))
+    {
+        let (rlo, rhi) = r.region.expect("a block box comes from a region");
+        return Err(StoreError::BadRequest(format!(
+            "block {b:?} of {:?} lies outside the region {rlo:?}..={rhi:?} that version {} holds here (a partial replica)",
+            inst.name, v.uuid
+        )));
+    }
+    Ok(())
 }
 
 fn validate_instance_name(name: &str) -> Result<()> {
@@ -700,7 +789,7 @@ pub(crate) fn put_record<T: Serialize>(key: Vec<u8>, value: &T) -> BatchOp {
     )
 }
 
-fn put_counter(next_id: u32) -> BatchOp {
+pub(crate) fn put_counter(next_id: u32) -> BatchOp {
     BatchOp::Put(
         Space::Meta,
         keys::NEXT_ID.to_vec(),

@@ -223,6 +223,40 @@ impl Trees {
         }
     }
 
+    /// The object of the subtree holding the keys that share the first `bits` bits of `prefix`, as an
+    /// inner node's child pointer names it (so `bits` is a parent's depth plus one step).
+    pub fn node_at(
+        &self,
+        root: Option<TreeRef>,
+        prefix: &[u8],
+        bits: usize,
+    ) -> Result<Option<ObjectId>> {
+        let Some(mut at) = root else { return Ok(None) };
+        loop {
+            let node = self.load(&at.id)?;
+            let Node::Inner {
+                depth,
+                prefix: p,
+                children,
+            } = &*node
+            else {
+                return Ok(None);
+            };
+            let d = usize::from(*depth);
+            if d + STEP_BITS > bits || !has_prefix(prefix, p, d) || prefix.len() * 8 < bits {
+                return Ok(None);
+            }
+            let slot = slot_at(prefix, d);
+            let Ok(i) = children.binary_search_by_key(&slot, |c| c.slot) else {
+                return Ok(None);
+            };
+            if d + STEP_BITS == bits {
+                return Ok(Some(children[i].tree.id));
+            }
+            at = children[i].tree;
+        }
+    }
+
     /// Applies `changes` (sorted by key, unique keys, all keys of one length) and returns the new root.
     /// New nodes are appended to `out`; the caller stores them before publishing the root.
     pub fn apply(
@@ -407,7 +441,7 @@ impl Trees {
             } => {
                 let d = usize::from(*depth);
                 for c in children {
-                    let p = with_slot(prefix, d, c.slot);
+                    let p = child_prefix(prefix, d, c.slot);
                     if descend(&p, d + STEP_BITS) && !self.visit_node(&c.tree.id, descend, visit)? {
                         return Ok(false);
                     }
@@ -622,8 +656,8 @@ fn prefix_of(key: &[u8], bits: usize) -> Vec<u8> {
     p
 }
 
-/// `prefix` (of `depth` bits) extended by one step holding `slot`.
-fn with_slot(prefix: &[u8], depth: usize, slot: u8) -> Vec<u8> {
+/// `prefix` (of `depth` bits) extended by one step holding `slot`: the prefix of that child.
+pub fn child_prefix(prefix: &[u8], depth: usize, slot: u8) -> Vec<u8> {
     let mut p = prefix_of(prefix, depth);
     p.resize((depth + STEP_BITS).div_ceil(8), 0);
     for j in 0..STEP_BITS {

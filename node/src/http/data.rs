@@ -16,8 +16,7 @@ type RawPath = Path<(String, String, String, String, String)>;
 
 /// Resolves the instance (memory only, no I/O) and checks it is one of `kinds`.
 fn instance(s: &AppState, uuid: &str, data: &str, kinds: &[DataKind]) -> ApiResult<Instance> {
-    let v = s.store.resolve(uuid)?;
-    let inst = s.store.catalog().instance(v.id, data)?.clone();
+    let inst = s.store.instance(uuid, data)?;
     if !kinds.contains(&inst.kind) {
         let names: Vec<&str> = kinds.iter().map(DataKind::name).collect();
         return Err(ApiError::bad_request(format!(
@@ -180,8 +179,7 @@ fn read_labels(
     data: &str,
     points: &[[i32; 3]],
 ) -> dvid_store::Result<Vec<u64>> {
-    let v = s.store.resolve(uuid)?;
-    let inst = s.store.catalog().instance(v.id, data)?.clone();
+    let inst = s.store.instance(uuid, data)?;
     let bs = inst.block_size;
     let block_of = |p: &[i32; 3]| -> Point { std::array::from_fn(|a| p[a].div_euclid(bs[a])) };
     let mut wanted: Vec<Point> = points.iter().map(block_of).collect();

@@ -70,14 +70,9 @@ pub async fn instance_info(
     Path((uuid, data)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
-    let (repo, inst) = blocking(move || {
-        let v = store.resolve(&uuid)?;
-        let c = store.catalog();
-        let inst = c.instance(v.id, &data)?.clone();
-        Ok((c.repos[&v.repo].root, inst))
-    })
-    .await?;
-    Ok(Json(instance_json(repo, &inst)))
+    let (root, inst) =
+        blocking(move || Ok((store.repo_root(&uuid)?, store.instance(&uuid, &data)?))).await?;
+    Ok(Json(instance_json(root, &inst)))
 }
 
 fn repo_json(c: &Catalog, r: &Repo) -> Value {

@@ -1,0 +1,523 @@
+//! The sans-IO pull engine: replicates one locked version by walking its trees from the roots and
+//! fetching only the objects the local store lacks, in batches, pipelined over every peer that can
+//! serve them. It does no I/O: the driver feeds it replies, failures and the time, and carries out
+//! the outputs (send a request, store verified objects, ban a peer). The local object store is passed
+//! in through `dvid_store`'s trait, so the simulator drives this same code over an in-memory store.
+//!
+//! Resume needs no state of its own: objects are stored as they arrive, and a new pull of the same
+//! version finds them locally and asks only for the rest.
+
+use crate::wire::{MAX_WANTS_PER_REQUEST, ObjectReply, Request, Want, WantPath};
+use dvid_store::catalog::{DataKind, Uuid};
+use dvid_store::geometry::{block_box_of_prefix, block_from_key};
+use dvid_store::manifest::{Restriction, VersionManifest};
+use dvid_store::tree::{Node, child_prefix};
+use dvid_store::{ObjectId, ObjectStore, Point, StoreError};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt::Debug;
+
+/// Bounds of one pull: together they bound its memory (peers × in flight × batch × object size).
+#[derive(Clone, Debug)]
+pub struct PullConfig {
+    /// Objects per request (at most [`MAX_WANTS_PER_REQUEST`]).
+    pub batch: usize,
+    /// Requests in flight per peer.
+    pub per_peer_in_flight: usize,
+    /// A request unanswered this long is retried elsewhere.
+    pub timeout_ms: u64,
+    /// Attempts per object before the pull fails.
+    pub max_attempts: u32,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            per_peer_in_flight: 4,
+            timeout_ms: 30_000,
+            max_attempts: 6,
+        }
+    }
+}
+
+/// Counters of a pull, for progress reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Objects received from peers and verified.
+    pub objects_fetched: u64,
+    /// Payload bytes of those objects.
+    pub bytes_fetched: u64,
+    /// Objects found already stored locally (not fetched).
+    pub objects_local: u64,
+    /// Requests sent.
+    pub requests: u64,
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq)]
+pub enum Output<P> {
+    /// Send `message` to `peer`; answer with [`Pull::on_reply`], [`Pull::on_refused`] or
+    /// [`Pull::on_failed`] quoting `request`.
+    Send {
+        peer: P,
+        request: u64,
+        message: Request,
+    },
+    /// Store these objects: their hashes were verified.
+    Store(Vec<(ObjectId, Vec<u8>)>),
+    /// Stop using this peer: it sent bytes that fail their hash.
+    Ban { peer: P, reason: String },
+    /// Every object is stored: the version can be imported.
+    Done,
+    /// The pull cannot complete.
+    Failed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Node,
+    Payload,
+}
+
+#[derive(Clone, Debug)]
+struct Item<P> {
+    want: Want,
+    kind: Kind,
+    instance: usize,
+    checked_local: bool,
+    missing_at: Vec<P>,
+    attempts: u32,
+}
+
+/// How one instance is walked: which blocks a region keeps.
+#[derive(Clone, Debug)]
+struct Walk {
+    data: Uuid,
+    /// Inclusive block box, for block instances of a region pull.
+    blocks: Option<(Point, Point)>,
+}
+
+struct InFlight<P> {
+    peer: P,
+    items: Vec<Item<P>>,
+    sent_ms: u64,
+}
+
+/// One pull of one version.
+pub struct Pull<P> {
+    version: Uuid,
+    config: PullConfig,
+    walks: Vec<Walk>,
+    queue: VecDeque<Item<P>>,
+    seen: HashSet<(ObjectId, usize)>,
+    in_flight: BTreeMap<u64, InFlight<P>>,
+    peers: BTreeMap<P, usize>,
+    next_request: u64,
+    progress: Progress,
+    finished: bool,
+}
+
+impl<P: Ord + Clone + Debug> Pull<P> {
+    /// Plans the pull of `manifest`'s target, restricted to some instances and a region if given.
+    pub fn new(
+        manifest: &VersionManifest,
+        restriction: Option<&Restriction>,
+        config: PullConfig,
+    ) -> Self {
+        let target = manifest.target_def();
+        let mut pull = Self {
+            version: target.uuid,
+            config,
+            walks: Vec::new(),
+            queue: VecDeque::new(),
+            seen: HashSet::new(),
+            in_flight: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            next_request: 0,
+            progress: Progress::default(),
+            finished: false,
+        };
+        pull.config.batch = pull.config.batch.clamp(1, MAX_WANTS_PER_REQUEST);
+        for inst in &manifest.instances {
+            if restriction.is_some_and(|r| !r.has_instance(&inst.name)) {
+                continue;
+            }
+            let Some(root) = target.roots.get(&inst.data_uuid) else {
+                continue;
+            };
+            let blocks = match inst.kind {
+                DataKind::KeyValue => None,
+                DataKind::Uint8Blk | DataKind::LabelBlk => {
+                    restriction.and_then(|r| r.block_box(inst.block_size))
+                }
+            };
+            pull.walks.push(Walk {
+                data: inst.data_uuid,
+                blocks,
+            });
+            let want = Want {
+                id: root.id,
+                path: WantPath::Root {
+                    data: inst.data_uuid,
+                },
+            };
+            pull.push(want, Kind::Node, pull.walks.len() - 1);
+        }
+        pull
+    }
+
+    /// A peer that can serve objects (it offers this version, or any holder of its objects).
+    pub fn add_peer(&mut self, peer: P) {
+        self.peers.entry(peer).or_insert(0);
+    }
+
+    /// A peer went away: its requests in flight go back to the queue.
+    pub fn remove_peer(&mut self, peer: &P) {
+        self.peers.remove(peer);
+        let gone: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.peer == *peer)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in gone {
+            if let Some(f) = self.in_flight.remove(&r) {
+                self.queue.extend(f.items);
+            }
+        }
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Objects waiting to be fetched or checked, and requests in flight.
+    pub fn backlog(&self) -> (usize, usize) {
+        (self.queue.len(), self.in_flight.len())
+    }
+
+    /// Walks what is already stored, times out stale requests, and sends new ones. Call after every
+    /// input and on a timer.
+    pub fn poll(
+        &mut self,
+        local: &dyn ObjectStore,
+        now_ms: u64,
+    ) -> Result<Vec<Output<P>>, StoreError> {
+        let mut out = Vec::new();
+        if self.finished {
+            return Ok(out);
+        }
+        self.expire(now_ms);
+        self.expand_local(local)?;
+        if let Some(reason) = self.hopeless() {
+            return Ok(self.fail(reason));
+        }
+        if self.queue.is_empty() && self.in_flight.is_empty() {
+            self.finished = true;
+            out.push(Output::Done);
+            return Ok(out);
+        }
+        self.send(now_ms, &mut out);
+        Ok(out)
+    }
+
+    /// A peer answered a request.
+    pub fn on_reply(&mut self, request: u64, replies: Vec<ObjectReply>) -> Vec<Output<P>> {
+        let Some(f) = self.in_flight.remove(&request) else {
+            return Vec::new(); // late answer to a request already retried elsewhere
+        };
+        if let Some(n) = self.peers.get_mut(&f.peer) {
+            *n = n.saturating_sub(1);
+        }
+        if replies.len() != f.items.len() {
+            return self.ban(f, "answered with the wrong number of objects".into());
+        }
+        let mut store = Vec::new();
+        let mut bad = None;
+        let mut retry = Vec::new();
+        for (mut item, reply) in f.items.into_iter().zip(replies) {
+            match reply {
+                ObjectReply::Missing => {
+                    item.missing_at.push(f.peer.clone());
+                    retry.push(item);
+                }
+                ObjectReply::Found(bytes) => {
+                    if bad.is_some() || ObjectId::of(&bytes) != item.want.id {
+                        bad.get_or_insert_with(|| {
+                            format!("sent bytes that do not hash to object {}", item.want.id)
+                        });
+                        retry.push(item);
+                        continue;
+                    }
+                    if item.kind == Kind::Node
+                        && let Err(e) = self.expand(&item, &bytes)
+                    {
+                        return self.fail(format!(
+                            "object {} of the version is not a tree node: {e}",
+                            item.want.id
+                        ));
+                    }
+                    self.progress.objects_fetched += 1;
+                    self.progress.bytes_fetched += bytes.len() as u64;
+                    store.push((item.want.id, bytes));
+                }
+            }
+        }
+        self.queue.extend(retry);
+        let mut out = Vec::new();
+        if !store.is_empty() {
+            out.push(Output::Store(store));
+        }
+        if let Some(reason) = bad {
+            self.peers.remove(&f.peer);
+            self.requeue_peer(&f.peer);
+            out.push(Output::Ban {
+                peer: f.peer,
+                reason,
+            });
+        }
+        out
+    }
+
+    /// A peer refused a request (not shared with us, unknown version...). It is not asked again.
+    pub fn on_refused(&mut self, request: u64, reason: &str) -> Vec<Output<P>> {
+        let Some(f) = self.in_flight.remove(&request) else {
+            return Vec::new();
+        };
+        self.peers.remove(&f.peer);
+        self.queue.extend(f.items);
+        self.requeue_peer(&f.peer);
+        if self.peers.is_empty() {
+            return self.fail(format!("refused by {:?}: {reason}", f.peer));
+        }
+        Vec::new()
+    }
+
+    /// A request failed in transport (connection lost, stream reset). Its objects are retried.
+    pub fn on_failed(&mut self, request: u64) {
+        if let Some(f) = self.in_flight.remove(&request) {
+            if let Some(n) = self.peers.get_mut(&f.peer) {
+                *n = n.saturating_sub(1);
+            }
+            self.queue.extend(f.items);
+        }
+    }
+
+    fn push(&mut self, want: Want, kind: Kind, instance: usize) {
+        if self.seen.insert((
+            want.id,
+            if kind == Kind::Node {
+                instance
+            } else {
+                usize::MAX
+            },
+        )) {
+            self.queue.push_back(Item {
+                want,
+                kind,
+                instance,
+                checked_local: false,
+                missing_at: Vec::new(),
+                attempts: 0,
+            });
+        }
+    }
+
+    /// Queues the children of a tree node (inner children, or leaf entries' objects) that the
+    /// instance's walk keeps.
+    fn expand(&mut self, item: &Item<P>, bytes: &[u8]) -> Result<(), StoreError> {
+        let walk = self.walks[item.instance].clone();
+        match Node::decode(bytes)? {
+            Node::Leaf(entries) => {
+                for e in entries {
+                    if let Some((lo, hi)) = walk.blocks {
+                        match block_from_key(&e.key) {
+                            Some(b) if (0..3).all(|a| lo[a] <= b[a] && b[a] <= hi[a]) => {}
+                            _ => continue,
+                        }
+                    }
+                    let want = Want {
+                        id: e.object,
+                        path: WantPath::Entry {
+                            data: walk.data,
+                            key: e.key,
+                        },
+                    };
+                    self.push(want, Kind::Payload, item.instance);
+                }
+            }
+            Node::Inner {
+                depth,
+                prefix,
+                children,
+            } => {
+                let d = usize::from(depth);
+                for c in children {
+                    let p = child_prefix(&prefix, d, c.slot);
+                    let bits = d + dvid_store::tree::STEP_BITS;
+                    if let Some((lo, hi)) = walk.blocks {
+                        let (blo, bhi) = block_box_of_prefix(&p, bits);
+                        if (0..3).any(|a| bhi[a] < lo[a] || blo[a] > hi[a]) {
+                            continue;
+                        }
+                    }
+                    let want = Want {
+                        id: c.tree.id,
+                        path: WantPath::Node {
+                            data: walk.data,
+                            prefix: p,
+                            depth: bits as u16,
+                        },
+                    };
+                    self.push(want, Kind::Node, item.instance);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Expands queued objects that are already stored, so only missing ones are asked for.
+    fn expand_local(&mut self, local: &dyn ObjectStore) -> Result<(), StoreError> {
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        while let Some(mut item) = self.queue.pop_front() {
+            if item.checked_local {
+                kept.push_back(item);
+                continue;
+            }
+            item.checked_local = true;
+            if !local.has_object(&item.want.id)? {
+                kept.push_back(item);
+                continue;
+            }
+            self.progress.objects_local += 1;
+            if item.kind == Kind::Node {
+                let bytes = local.get_object(&item.want.id)?.unwrap_or_default();
+                self.expand(&item, &bytes)?;
+            }
+        }
+        self.queue = kept;
+        Ok(())
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        let stale: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now_ms.saturating_sub(f.sent_ms) >= self.config.timeout_ms)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in stale {
+            self.on_failed(r);
+        }
+    }
+
+    /// A reason to give up: an object no peer can serve, or one tried too often.
+    fn hopeless(&self) -> Option<String> {
+        if self.peers.is_empty() && (!self.queue.is_empty() || !self.in_flight.is_empty()) {
+            return (!self.queue.is_empty()).then(|| "no peer left to fetch from".to_string());
+        }
+        self.queue.iter().find_map(|i| {
+            if i.attempts >= self.config.max_attempts {
+                Some(format!(
+                    "object {} failed {} attempts",
+                    i.want.id, i.attempts
+                ))
+            } else if self.peers.keys().all(|p| i.missing_at.contains(p)) {
+                Some(format!(
+                    "no peer holds object {} ({:?})",
+                    i.want.id, i.want.path
+                ))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn send(&mut self, now_ms: u64, out: &mut Vec<Output<P>>) {
+        loop {
+            let Some(peer) = self
+                .peers
+                .iter()
+                .filter(|(_, n)| **n < self.config.per_peer_in_flight)
+                .min_by_key(|(_, n)| **n)
+                .map(|(p, _)| p.clone())
+            else {
+                return;
+            };
+            let mut items = Vec::new();
+            let mut skipped = VecDeque::new();
+            while items.len() < self.config.batch {
+                let Some(mut item) = self.queue.pop_front() else {
+                    break;
+                };
+                if item.missing_at.contains(&peer) {
+                    skipped.push_back(item);
+                    continue;
+                }
+                item.attempts += 1;
+                items.push(item);
+            }
+            skipped.append(&mut self.queue);
+            self.queue = skipped;
+            if items.is_empty() {
+                return;
+            }
+            let request = self.next_request;
+            self.next_request += 1;
+            self.progress.requests += 1;
+            let message = Request::Objects {
+                version: self.version,
+                wants: items.iter().map(|i| i.want.clone()).collect(),
+            };
+            *self.peers.get_mut(&peer).expect("chosen from peers") += 1;
+            self.in_flight.insert(
+                request,
+                InFlight {
+                    peer: peer.clone(),
+                    items,
+                    sent_ms: now_ms,
+                },
+            );
+            out.push(Output::Send {
+                peer,
+                request,
+                message,
+            });
+        }
+    }
+
+    fn ban(&mut self, f: InFlight<P>, reason: String) -> Vec<Output<P>> {
+        self.peers.remove(&f.peer);
+        self.queue.extend(f.items);
+        self.requeue_peer(&f.peer);
+        vec![Output::Ban {
+            peer: f.peer,
+            reason,
+        }]
+    }
+
+    fn requeue_peer(&mut self, peer: &P) {
+        let gone: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.peer == *peer)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in gone {
+            if let Some(f) = self.in_flight.remove(&r) {
+                self.queue.extend(f.items);
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: String) -> Vec<Output<P>> {
+        self.finished = true;
+        self.queue.clear();
+        self.in_flight.clear();
+        vec![Output::Failed(reason)]
+    }
+}

@@ -1,0 +1,85 @@
+//! Answering peers from the local store. Every request is checked against the sharing policy, and
+//! every object against its claimed path in the claimed version: a peer never obtains an object that
+//! is not reachable from a version it may read, even if it learned the hash elsewhere.
+
+use crate::wire::{Head, ObjectReply, Request, Response, Want, WantPath};
+use dvid_store::catalog::Uuid;
+use dvid_store::{ObjectId, Store, StoreError};
+
+/// The answer to `request` from `peer` (its PeerId as text).
+pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
+    match request {
+        Request::Heads => Response::Heads(
+            store
+                .offers(peer)
+                .into_iter()
+                .map(|o| Head {
+                    repo: o.repo,
+                    version: o.version,
+                    parents: o.parents,
+                    commit_hash: o.commit_hash,
+                })
+                .collect(),
+        ),
+        Request::Manifest { version } => {
+            if let Some(refusal) = refuse(store, peer, version) {
+                return refusal;
+            }
+            match store.version_manifest(&version.to_hex()) {
+                Ok(m) => Response::Manifest(m.encode()),
+                Err(e) => Response::Refused(e.to_string()),
+            }
+        }
+        Request::Objects { version, wants } => {
+            if let Some(refusal) = refuse(store, peer, version) {
+                return refusal;
+            }
+            let mut replies = Vec::with_capacity(wants.len());
+            for w in &wants {
+                match locate(store, version, w) {
+                    Ok(true) => match store.objects().get_object(&w.id) {
+                        Ok(Some(bytes)) => replies.push(ObjectReply::Found(bytes)),
+                        _ => replies.push(ObjectReply::Missing),
+                    },
+                    Ok(false) => {
+                        return Response::Refused(format!(
+                            "object {} is not at {:?} in version {version}",
+                            w.id, w.path
+                        ));
+                    }
+                    // A partial replica lacks nodes outside what it pulled: it cannot serve those.
+                    Err(_) => replies.push(ObjectReply::Missing),
+                }
+            }
+            Response::Objects(replies)
+        }
+    }
+}
+
+fn refuse(store: &Store, peer: &str, version: Uuid) -> Option<Response> {
+    (!store.may_read(peer, version)).then(|| {
+        Response::Refused(format!(
+            "version {version} is not shared with peer {peer} (or is not a committed version here)"
+        ))
+    })
+}
+
+/// True if `want.id` is the object at `want.path` in `version`.
+fn locate(store: &Store, version: Uuid, want: &Want) -> Result<bool, StoreError> {
+    let found: Option<ObjectId> = match &want.path {
+        WantPath::Root { data } => store.tree_root(version, *data)?.map(|r| r.id),
+        WantPath::Node {
+            data,
+            prefix,
+            depth,
+        } => {
+            let root = store.tree_root(version, *data)?;
+            store.trees().node_at(root, prefix, usize::from(*depth))?
+        }
+        WantPath::Entry { data, key } => {
+            let root = store.tree_root(version, *data)?;
+            store.trees().get(root, key)?.map(|e| e.object)
+        }
+    };
+    Ok(found == Some(want.id))
+}

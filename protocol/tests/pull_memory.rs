@@ -1,0 +1,485 @@
+//! The pull engine and the serving side, driven without a network: stores in memory, requests
+//! answered by direct calls. Full, incremental, region and resumed pulls; refusals; a lying peer.
+
+use dvid_protocol::pull::{Output, Progress, Pull, PullConfig};
+use dvid_protocol::serve::answer;
+use dvid_protocol::wire::{ObjectReply, Request, Response, Want, WantPath};
+use dvid_store::catalog::Uuid;
+use dvid_store::{
+    Codec, DataKind, InstanceSettings, ObjectId, Replica, Restriction, Store, StoreError,
+    Subvolume, VersionManifest,
+};
+use std::collections::{BTreeMap, HashSet};
+
+fn settings(name: &str, kind: DataKind) -> InstanceSettings {
+    InstanceSettings {
+        name: name.into(),
+        kind,
+        codec: Codec::Lz4,
+        block_size: [8, 8, 8],
+        voxel_size: [8.0; 3],
+        voxel_units: ["nm".into(), "nm".into(), "nm".into()],
+        tags: BTreeMap::new(),
+    }
+}
+
+fn volume(size: usize, seed: u8) -> Vec<u8> {
+    // Distinct blocks (no deduplication between them), never zero.
+    (0..size * size * size)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed | 1)
+        .collect()
+}
+
+/// An origin with a 64^3 grayscale volume (512 blocks) and 100 keys, committed and shared with "recv".
+fn origin() -> (Store, String) {
+    let s = Store::open_memory().unwrap();
+    let root = s.create_repo("origin", "pull tests").unwrap().to_hex();
+    s.create_instance(&root, settings("gray", DataKind::Uint8Blk))
+        .unwrap();
+    s.create_instance(&root, settings("kv", DataKind::KeyValue))
+        .unwrap();
+    s.write_subvolume(
+        &root,
+        "gray",
+        Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap(),
+        &volume(64, 0),
+    )
+    .unwrap();
+    for i in 0..100 {
+        s.kv_put(&root, "kv", &format!("key{i}"), vec![i as u8; 100])
+            .unwrap();
+    }
+    s.commit(&root, Some("v1"), &[]).unwrap();
+    s.share_repo(&root, &["recv".into()]).unwrap();
+    (s, root)
+}
+
+struct Peer<'a> {
+    name: &'a str,
+    store: &'a Store,
+    /// Flip a byte in every object it sends.
+    lies: bool,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    progress: Progress,
+    banned: Vec<String>,
+}
+
+/// Pulls `version` into `recv` from `peers`, stopping after `stop_after` stored batches if given.
+fn pull(
+    recv: &Store,
+    peers: &[Peer],
+    version: &str,
+    restriction: Option<Restriction>,
+    stop_after: Option<usize>,
+) -> Result<Outcome, String> {
+    let version = Uuid(u128::from_str_radix(version, 16).unwrap());
+    let manifest = match answer(peers[0].store, "recv", Request::Manifest { version }) {
+        Response::Manifest(bytes) => VersionManifest::decode(&bytes).map_err(|e| e.to_string())?,
+        Response::Refused(r) => return Err(format!("refused: {r}")),
+        other => return Err(format!("unexpected {other:?}")),
+    };
+    let mut engine: Pull<String> = Pull::new(
+        &manifest,
+        restriction.as_ref(),
+        PullConfig {
+            batch: 16,
+            ..PullConfig::default()
+        },
+    );
+    for p in peers {
+        engine.add_peer(p.name.to_string());
+    }
+    let mut banned = Vec::new();
+    let mut stored_batches = 0;
+    for now in 0..100_000u64 {
+        let mut outputs = engine
+            .poll(recv.objects(), now)
+            .map_err(|e| e.to_string())?;
+        while let Some(o) = outputs.pop() {
+            match o {
+                Output::Send {
+                    peer,
+                    request,
+                    message,
+                } => {
+                    let p = peers.iter().find(|p| p.name == peer).unwrap();
+                    match answer(p.store, "recv", message) {
+                        Response::Objects(mut replies) => {
+                            if p.lies {
+                                for r in &mut replies {
+                                    if let ObjectReply::Found(b) = r {
+                                        b[0] ^= 0xff;
+                                    }
+                                }
+                            }
+                            outputs.extend(engine.on_reply(request, replies));
+                        }
+                        Response::Refused(r) => outputs.extend(engine.on_refused(request, &r)),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                Output::Store(objects) => {
+                    recv.objects()
+                        .put_objects(&objects)
+                        .map_err(|e| e.to_string())?;
+                    stored_batches += 1;
+                    if stop_after.is_some_and(|n| stored_batches >= n) {
+                        return Ok(Outcome {
+                            progress: engine.progress().clone(),
+                            banned,
+                        });
+                    }
+                }
+                Output::Ban { peer, .. } => banned.push(peer),
+                Output::Done => {
+                    recv.import_version(&manifest, restriction.clone())
+                        .map_err(|e| e.to_string())?;
+                    return Ok(Outcome {
+                        progress: engine.progress().clone(),
+                        banned,
+                    });
+                }
+                Output::Failed(r) => return Err(r),
+            }
+        }
+    }
+    Err("pull did not finish".into())
+}
+
+/// Objects reachable from a version's trees (tree nodes and payloads), with their sizes.
+fn reachable(s: &Store, version: &str) -> BTreeMap<ObjectId, usize> {
+    let v = s.resolve(version).unwrap();
+    let mut ids = Vec::new();
+    for root in v.roots.values() {
+        s.trees().reachable(Some(*root), &mut ids).unwrap();
+    }
+    ids.into_iter()
+        .map(|id| (id, s.objects().get_object(&id).unwrap().unwrap().len()))
+        .collect()
+}
+
+#[test]
+fn pull_full_version_reads_identical() {
+    let (o, root) = origin();
+    let recv = Store::open_memory().unwrap();
+    let out = pull(
+        &recv,
+        &[Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        }],
+        &root,
+        None,
+        None,
+    )
+    .unwrap();
+    let all = reachable(&o, &root);
+    assert_eq!(out.progress.objects_fetched as usize, all.len());
+    assert_eq!(
+        out.progress.bytes_fetched as usize,
+        all.values().sum::<usize>()
+    );
+    let sub = Subvolume::new([-3, 5, 7], [70, 50, 40]).unwrap();
+    assert!(
+        recv.read_subvolume(&root, "gray", sub).unwrap()
+            == o.read_subvolume(&root, "gray", sub).unwrap()
+    );
+    assert_eq!(
+        recv.kv_keys(&root, "kv", None, None).unwrap(),
+        o.kv_keys(&root, "kv", None, None).unwrap()
+    );
+    assert_eq!(
+        recv.kv_get(&root, "kv", "key7").unwrap(),
+        Some(vec![7; 100])
+    );
+    let (a, b) = (recv.resolve(&root).unwrap(), o.resolve(&root).unwrap());
+    assert_eq!(a.commit_hash, b.commit_hash);
+    assert_eq!((a.locked, a.replica), (true, Replica::Full));
+    assert_eq!(recv.repo_root(&root).unwrap(), o.repo_root(&root).unwrap());
+    // The pulled version builds on as any other.
+    let child = recv.new_version(&root, "local work").unwrap().to_hex();
+    recv.kv_put(&child, "kv", "mine", b"local".to_vec())
+        .unwrap();
+}
+
+#[test]
+fn pull_incremental_fetches_only_changed_objects() {
+    let (o, root) = origin();
+    let recv = Store::open_memory().unwrap();
+    pull(
+        &recv,
+        &[Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        }],
+        &root,
+        None,
+        None,
+    )
+    .unwrap();
+    // A child that changes 5 of 512 blocks (1%) and one key.
+    let child = o.new_version(&root, "").unwrap().to_hex();
+    for i in 0..5 {
+        o.write_subvolume(
+            &child,
+            "gray",
+            Subvolume::new([i * 8, 16, 40], [8, 8, 8]).unwrap(),
+            &vec![200 + i as u8; 512],
+        )
+        .unwrap();
+    }
+    o.kv_put(&child, "kv", "key3", b"changed".to_vec()).unwrap();
+    o.commit(&child, None, &[]).unwrap();
+    let out = pull(
+        &recv,
+        &[Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        }],
+        &child,
+        None,
+        None,
+    )
+    .unwrap();
+    let before: HashSet<ObjectId> = reachable(&o, &root).into_keys().collect();
+    let new: BTreeMap<ObjectId, usize> = reachable(&o, &child)
+        .into_iter()
+        .filter(|(id, _)| !before.contains(id))
+        .collect();
+    assert_eq!(
+        out.progress.objects_fetched as usize,
+        new.len(),
+        "fetched exactly the objects the parent lacks"
+    );
+    assert_eq!(
+        out.progress.bytes_fetched as usize,
+        new.values().sum::<usize>()
+    );
+    // 6 changed payloads plus the tree paths above them: far fewer than the version's objects.
+    assert!(new.len() < 30, "{} new objects for 6 changes", new.len());
+    let sub = Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap();
+    assert!(
+        recv.read_subvolume(&child, "gray", sub).unwrap()
+            == o.read_subvolume(&child, "gray", sub).unwrap()
+    );
+    assert_eq!(
+        recv.kv_get(&child, "kv", "key3").unwrap(),
+        Some(b"changed".to_vec())
+    );
+}
+
+#[test]
+fn pull_region_makes_a_partial_replica() {
+    let (o, root) = origin();
+    let recv = Store::open_memory().unwrap();
+    let region = Restriction {
+        instances: Some(vec!["gray".into()]),
+        region: Some(([8, 8, 8], [23, 23, 23])),
+    };
+    let out = pull(
+        &recv,
+        &[Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        }],
+        &root,
+        Some(region.clone()),
+        None,
+    )
+    .unwrap();
+    // 2x2x2 blocks of payload plus a few tree nodes, out of 512 blocks and 100 values.
+    assert!(out.progress.objects_fetched < 20, "{:?}", out.progress);
+    let inside = Subvolume::new([8, 8, 8], [16, 16, 16]).unwrap();
+    assert!(
+        recv.read_subvolume(&root, "gray", inside).unwrap()
+            == o.read_subvolume(&root, "gray", inside).unwrap()
+    );
+    let outside = Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap();
+    assert!(
+        matches!(recv.read_subvolume(&root, "gray", outside), Err(StoreError::BadRequest(m)) if m.contains("outside the region"))
+    );
+    assert!(
+        matches!(recv.kv_get(&root, "kv", "key1"), Err(StoreError::NotFound(m)) if m.contains("not pulled"))
+    );
+    assert_eq!(
+        recv.resolve(&root).unwrap().replica,
+        Replica::Partial(region)
+    );
+    // A later full pull upgrades the replica.
+    pull(
+        &recv,
+        &[Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        }],
+        &root,
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(
+        recv.read_subvolume(&root, "gray", outside).unwrap()
+            == o.read_subvolume(&root, "gray", outside).unwrap()
+    );
+}
+
+#[test]
+fn pull_resumes_without_refetching() {
+    let (o, root) = origin();
+    let recv = Store::open_memory().unwrap();
+    let peers = [Peer {
+        name: "origin",
+        store: &o,
+        lies: false,
+    }];
+    let first = pull(&recv, &peers, &root, None, Some(10)).unwrap();
+    assert!(
+        recv.resolve(&root).is_err(),
+        "an incomplete version stays invisible"
+    );
+    let second = pull(&recv, &peers, &root, None, None).unwrap();
+    let total = reachable(&o, &root).len() as u64;
+    assert_eq!(
+        first.progress.objects_fetched + second.progress.objects_fetched,
+        total
+    );
+    assert!(second.progress.objects_local >= first.progress.objects_fetched);
+}
+
+#[test]
+fn pull_bans_a_lying_peer_and_finishes_from_others() {
+    let (o, root) = origin();
+    // A mirror holding the same version, which corrupts what it sends.
+    let mirror = Store::open_memory().unwrap();
+    pull(
+        &mirror,
+        &[Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        }],
+        &root,
+        None,
+        None,
+    )
+    .unwrap();
+    mirror.share_repo(&root, &["recv".into()]).unwrap();
+    let recv = Store::open_memory().unwrap();
+    let peers = [
+        Peer {
+            name: "mirror",
+            store: &mirror,
+            lies: true,
+        },
+        Peer {
+            name: "origin",
+            store: &o,
+            lies: false,
+        },
+    ];
+    let out = pull(&recv, &peers, &root, None, None).unwrap();
+    assert_eq!(out.banned, vec!["mirror".to_string()]);
+    let sub = Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap();
+    assert!(
+        recv.read_subvolume(&root, "gray", sub).unwrap()
+            == o.read_subvolume(&root, "gray", sub).unwrap()
+    );
+    // With only liars, the pull fails instead of storing bad bytes.
+    let lonely = Store::open_memory().unwrap();
+    let err = pull(
+        &lonely,
+        &[Peer {
+            name: "mirror",
+            store: &mirror,
+            lies: true,
+        }],
+        &root,
+        None,
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("no peer left"), "{err}");
+}
+
+#[test]
+fn serve_refuses_what_is_not_shared() {
+    let (o, root) = origin();
+    let v = Uuid(u128::from_str_radix(&root, 16).unwrap());
+    // Another peer id gets nothing: no heads, no manifest, no objects even with a valid path.
+    assert_eq!(answer(&o, "other", Request::Heads), Response::Heads(vec![]));
+    assert!(
+        matches!(answer(&o, "other", Request::Manifest { version: v }), Response::Refused(m) if m.contains("not shared"))
+    );
+    let data = match answer(&o, "recv", Request::Manifest { version: v }) {
+        Response::Manifest(b) => VersionManifest::decode(&b).unwrap().instances[0].data_uuid,
+        other => panic!("{other:?}"),
+    };
+    let root_id = o.resolve(&root).unwrap().roots.values().next().unwrap().id;
+    let want = Want {
+        id: root_id,
+        path: WantPath::Root { data },
+    };
+    assert!(matches!(
+        answer(
+            &o,
+            "other",
+            Request::Objects {
+                version: v,
+                wants: vec![want.clone()]
+            }
+        ),
+        Response::Refused(_)
+    ));
+    assert!(
+        matches!(answer(&o, "recv", Request::Objects { version: v, wants: vec![want] }), Response::Objects(r) if matches!(r[0], ObjectReply::Found(_)))
+    );
+    // A shared peer asking for an object under a false path is refused: hashes alone open nothing.
+    let wrong = Want {
+        id: ObjectId([9; 32]),
+        path: WantPath::Root { data },
+    };
+    assert!(
+        matches!(answer(&o, "recv", Request::Objects { version: v, wants: vec![wrong] }), Response::Refused(m) if m.contains("is not at"))
+    );
+    // Mutable versions never leave, even in a shared repo; published versions reach anyone.
+    let child = o.new_version(&root, "").unwrap();
+    assert!(matches!(
+        answer(&o, "recv", Request::Manifest { version: child }),
+        Response::Refused(_)
+    ));
+    o.commit(&child.to_hex(), None, &[]).unwrap();
+    o.publish(&child.to_hex()).unwrap();
+    assert!(matches!(
+        answer(&o, "anyone", Request::Manifest { version: child }),
+        Response::Manifest(_)
+    ));
+    match answer(&o, "anyone", Request::Heads) {
+        Response::Heads(h) => {
+            assert_eq!(h.iter().map(|h| h.version).collect::<Vec<_>>(), vec![child])
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn import_refuses_a_forged_manifest() {
+    let (o, root) = origin();
+    let mut m = o.version_manifest(&root).unwrap();
+    m.versions[0].branch = "forged".into();
+    assert!(
+        VersionManifest::decode(&m.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("commit hash")
+    );
+    let recv = Store::open_memory().unwrap();
+    assert!(recv.import_version(&m, None).is_err());
+}

@@ -1,0 +1,197 @@
+//! Version manifests: what a node sends a peer so the peer can replicate a locked version. This
+//! module owns the manifest format and the commit hash, so both sides compute the hash the same way.
+//!
+//! A manifest carries the repo's identity and instances, and the target version with all its
+//! ancestors (metadata only: small). Objects travel separately, fetched by walking the roots.
+
+use crate::catalog::{DataKind, Uuid};
+use crate::tree::TreeRef;
+use crate::{Codec, ObjectId, Point, Result, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Largest encoded manifest accepted from a peer.
+pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
+/// A data instance as replicated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceDef {
+    pub name: String,
+    pub data_uuid: Uuid,
+    pub kind: DataKind,
+    pub codec: Codec,
+    pub block_size: Point,
+    pub voxel_size: [f32; 3],
+    pub voxel_units: [String; 3],
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A locked version as replicated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionDef {
+    pub uuid: Uuid,
+    pub parents: Vec<Uuid>,
+    pub branch: String,
+    pub note: String,
+    pub log: Vec<String>,
+    pub created: String,
+    pub updated: String,
+    /// Roots by instance data UUID.
+    pub roots: BTreeMap<Uuid, TreeRef>,
+    pub commit_hash: ObjectId,
+}
+
+/// Everything a peer needs, besides objects, to replicate `target`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionManifest {
+    pub repo_root: Uuid,
+    pub alias: String,
+    pub description: String,
+    pub instances: Vec<InstanceDef>,
+    /// The target and all its ancestors, parents before children.
+    pub versions: Vec<VersionDef>,
+    pub target: Uuid,
+}
+
+/// What a replicated version holds locally.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Replica {
+    /// Created here, or pulled whole.
+    Full,
+    /// Pulled for some instances and/or a region of voxels only.
+    Partial(Restriction),
+    /// Known only as an ancestor of a pulled version: metadata, no data.
+    MetadataOnly,
+}
+
+/// The part of a version a partial replica holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    /// Instances pulled, by name; `None` is all.
+    pub instances: Option<Vec<String>>,
+    /// Inclusive voxel box pulled of block instances; `None` is everything.
+    pub region: Option<(Point, Point)>,
+}
+
+impl Restriction {
+    pub fn has_instance(&self, name: &str) -> bool {
+        self.instances
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|n| n == name))
+    }
+
+    /// The inclusive block box of the region for an instance's block size.
+    pub fn block_box(&self, block_size: Point) -> Option<(Point, Point)> {
+        self.region.map(|(lo, hi)| {
+            (
+                std::array::from_fn(|a| lo[a].div_euclid(block_size[a])),
+                std::array::from_fn(|a| hi[a].div_euclid(block_size[a])),
+            )
+        })
+    }
+}
+
+/// What a commit hash covers: only what never changes after commit. Notes and logs may still be
+/// edited on a locked version, so they are not part of it.
+#[derive(Serialize)]
+struct CommitContent<'a> {
+    uuid: Uuid,
+    parents: &'a [Option<ObjectId>],
+    roots: &'a [(Uuid, &'a str, Option<ObjectId>)],
+    branch: &'a str,
+}
+
+/// The commit hash of a version: BLAKE3 over its UUID, its parents' commit hashes (in parent order),
+/// each instance's (data UUID, type name, root) in instance-name order, and its branch.
+pub fn commit_hash(
+    uuid: Uuid,
+    parents: &[Option<ObjectId>],
+    roots: &[(Uuid, &str, Option<ObjectId>)],
+    branch: &str,
+) -> ObjectId {
+    let content = CommitContent {
+        uuid,
+        parents,
+        roots,
+        branch,
+    };
+    ObjectId::of(&postcard::to_stdvec(&content).expect("commit content serializes"))
+}
+
+impl VersionManifest {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("manifests serialize")
+    }
+
+    /// Decodes untrusted bytes and checks every commit hash in the chain.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(StoreError::BadRequest(format!(
+                "manifest of {} bytes exceeds {MAX_MANIFEST_BYTES}",
+                bytes.len()
+            )));
+        }
+        let m: Self = postcard::from_bytes(bytes)
+            .map_err(|e| StoreError::BadRequest(format!("undecodable manifest: {e}")))?;
+        m.verify()?;
+        Ok(m)
+    }
+
+    /// Checks that the chain is closed (every parent listed before its child), ends at the target,
+    /// and that each version's commit hash matches its contents.
+    pub fn verify(&self) -> Result<()> {
+        let bad = |m: String| StoreError::BadRequest(format!("manifest of {}: {m}", self.target));
+        let mut instances: Vec<&InstanceDef> = self.instances.iter().collect();
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut seen: BTreeMap<Uuid, ObjectId> = BTreeMap::new();
+        for v in &self.versions {
+            let mut parents = Vec::with_capacity(v.parents.len());
+            for p in &v.parents {
+                let h = seen
+                    .get(p)
+                    .ok_or_else(|| bad(format!("version {} names parent {p} before it", v.uuid)))?;
+                parents.push(Some(*h));
+            }
+            if v.roots
+                .keys()
+                .any(|d| !instances.iter().any(|i| i.data_uuid == *d))
+            {
+                return Err(bad(format!(
+                    "version {} has a root for an unknown instance",
+                    v.uuid
+                )));
+            }
+            let roots: Vec<(Uuid, &str, Option<ObjectId>)> = instances
+                .iter()
+                .map(|i| {
+                    (
+                        i.data_uuid,
+                        i.kind.name(),
+                        v.roots.get(&i.data_uuid).map(|r| r.id),
+                    )
+                })
+                .collect();
+            let expected = commit_hash(v.uuid, &parents, &roots, &v.branch);
+            if expected != v.commit_hash {
+                return Err(bad(format!(
+                    "version {} claims commit hash {} but its contents hash to {expected}",
+                    v.uuid, v.commit_hash
+                )));
+            }
+            if seen.insert(v.uuid, v.commit_hash).is_some() {
+                return Err(bad(format!("version {} is listed twice", v.uuid)));
+            }
+        }
+        if self.versions.last().map(|v| v.uuid) != Some(self.target) {
+            return Err(bad("the chain does not end at the target".into()));
+        }
+        Ok(())
+    }
+
+    /// The target version's definition.
+    pub fn target_def(&self) -> &VersionDef {
+        self.versions
+            .last()
+            .expect("verified manifests end at the target")
+    }
+}

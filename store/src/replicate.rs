@@ -1,0 +1,252 @@
+//! Replication support: export a locked version's manifest for a peer, and import a version whose
+//! objects a pull has stored. The sync engine (in `dvid-protocol`) moves the objects between the two.
+
+use crate::catalog::{Instance, Repo, Uuid, Version, now};
+use crate::manifest::{InstanceDef, Replica, Restriction, VersionDef, VersionManifest};
+use crate::store::put_record;
+use crate::{Result, Store, StoreError, keys};
+use std::collections::{BTreeMap, BTreeSet};
+
+impl Store {
+    /// The manifest of a locked version: the repo's instances, the version and all its ancestors.
+    pub fn version_manifest(&self, uuid: &str) -> Result<VersionManifest> {
+        let c = self.catalog.read();
+        let vid = c.resolve(uuid)?;
+        let target = c.version(vid)?;
+        if !target.locked {
+            return Err(StoreError::Locked(format!(
+                "version {} is mutable: only committed versions can be replicated",
+                target.uuid
+            )));
+        }
+        let repo = c.repo_of(vid)?;
+        let data_uuid: BTreeMap<u32, Uuid> = repo
+            .instances
+            .values()
+            .map(|i| (i.id, i.data_uuid))
+            .collect();
+        // Ids grow with creation here and with import order, so ascending ids put parents first.
+        let mut versions = Vec::new();
+        for id in c.ancestors(vid)? {
+            let v = c.version(id)?;
+            let commit_hash = v.commit_hash.ok_or_else(|| {
+                StoreError::Corrupt(format!("locked version {} has no commit hash", v.uuid))
+            })?;
+            let mut parents = Vec::new();
+            for p in &v.parents {
+                parents.push(c.version(*p)?.uuid);
+            }
+            versions.push(VersionDef {
+                uuid: v.uuid,
+                parents,
+                branch: v.branch.clone(),
+                note: v.note.clone(),
+                log: v.log.clone(),
+                created: v.created.clone(),
+                updated: v.updated.clone(),
+                roots: v
+                    .roots
+                    .iter()
+                    .filter_map(|(i, r)| data_uuid.get(i).map(|d| (*d, *r)))
+                    .collect(),
+                commit_hash,
+            });
+        }
+        Ok(VersionManifest {
+            repo_root: repo.root,
+            alias: repo.alias.clone(),
+            description: repo.description.clone(),
+            instances: repo.instances.values().map(instance_def).collect(),
+            versions,
+            target: target.uuid,
+        })
+    }
+
+    /// Makes a replicated version visible, once its objects are stored. Its ancestors not yet here
+    /// become metadata-only versions. `restriction` marks a partial replica. A version UUID already
+    /// here with another commit hash is refused, never merged.
+    pub fn import_version(
+        &self,
+        m: &VersionManifest,
+        restriction: Option<Restriction>,
+    ) -> Result<Uuid> {
+        m.verify()?;
+        let target = m.target_def();
+        let pulled = |data: &Uuid| {
+            let name = m
+                .instances
+                .iter()
+                .find(|i| i.data_uuid == *data)
+                .map(|i| i.name.as_str());
+            restriction
+                .as_ref()
+                .is_none_or(|r| name.is_some_and(|n| r.has_instance(n)))
+        };
+        for root in target
+            .roots
+            .iter()
+            .filter(|(d, _)| pulled(d))
+            .map(|(_, r)| r)
+        {
+            if !self.objects.has_object(&root.id)? {
+                return Err(StoreError::BadRequest(format!(
+                    "version {} cannot be imported: tree root {} is not stored",
+                    target.uuid, root.id
+                )));
+            }
+        }
+        let _gate = self.gate.write();
+        let mut c = self.catalog.write();
+        let mut next = c.clone();
+        let mut repo = match next.repos.values().find(|r| r.root == m.repo_root) {
+            Some(r) => r.clone(),
+            None => {
+                let t = now();
+                Repo {
+                    id: next.allocate_id(),
+                    root: m.repo_root,
+                    alias: m.alias.clone(),
+                    description: m.description.clone(),
+                    log: vec![],
+                    instances: BTreeMap::new(),
+                    versions: vec![],
+                    created: t.clone(),
+                    updated: t,
+                    shared_with: Default::default(),
+                }
+            }
+        };
+        let mut local_instance: BTreeMap<Uuid, u32> = BTreeMap::new();
+        for d in &m.instances {
+            let id = match repo.instances.get(&d.name) {
+                Some(i) if i.data_uuid == d.data_uuid => i.id,
+                Some(i) => {
+                    return Err(StoreError::BadRequest(format!(
+                        "instance {:?} of repo {} is {} here but {} at the peer: they are different data",
+                        d.name, m.repo_root, i.data_uuid, d.data_uuid
+                    )));
+                }
+                None => {
+                    let id = next.allocate_id();
+                    repo.instances
+                        .insert(d.name.clone(), instance_from_def(id, d));
+                    id
+                }
+            };
+            local_instance.insert(d.data_uuid, id);
+        }
+        let mut touched = BTreeSet::new();
+        for (i, d) in m.versions.iter().enumerate() {
+            let replica = if i + 1 == m.versions.len() {
+                restriction.clone().map_or(Replica::Full, Replica::Partial)
+            } else {
+                Replica::MetadataOnly
+            };
+            if let Some(id) = next.exact(d.uuid) {
+                let mut v = next.version(id)?.clone();
+                if v.commit_hash != Some(d.commit_hash) {
+                    return Err(StoreError::BadRequest(format!(
+                        "version {} is here with commit hash {}, but the peer claims {}: refusing to take either for the other",
+                        d.uuid,
+                        v.commit_hash
+                            .map_or_else(|| "none (mutable)".into(), |h| h.to_hex()),
+                        d.commit_hash
+                    )));
+                }
+                if holds_more(&replica, &v.replica) {
+                    v.replica = replica;
+                    touched.insert(id);
+                    next.insert_version(v);
+                }
+                continue;
+            }
+            let id = next.allocate_id();
+            let parents: Vec<u32> = d
+                .parents
+                .iter()
+                .map(|p| {
+                    next.exact(*p)
+                        .expect("verified manifests list parents first")
+                })
+                .collect();
+            for &p in &parents {
+                let mut pv = next.version(p)?.clone();
+                pv.children.push(id);
+                next.insert_version(pv);
+                touched.insert(p);
+            }
+            next.insert_version(Version {
+                id,
+                uuid: d.uuid,
+                repo: repo.id,
+                parents,
+                children: vec![],
+                branch: d.branch.clone(),
+                note: d.note.clone(),
+                log: d.log.clone(),
+                locked: true,
+                created: d.created.clone(),
+                updated: d.updated.clone(),
+                roots: d
+                    .roots
+                    .iter()
+                    .map(|(du, r)| (local_instance[du], *r))
+                    .collect(),
+                commit_hash: Some(d.commit_hash),
+                replica,
+                published: false,
+            });
+            repo.versions.push(id);
+            touched.insert(id);
+        }
+        repo.updated = now();
+        let mut batch = vec![
+            put_record(keys::repo(repo.id), &repo),
+            crate::store::put_counter(next.next_id),
+        ];
+        for id in touched {
+            batch.push(put_record(keys::version(id), next.version(id)?));
+        }
+        next.insert_repo(repo);
+        self.meta.write(batch)?;
+        *c = next;
+        Ok(target.uuid)
+    }
+}
+
+/// True if `new` holds data `old` lacks (full beats partial beats metadata only).
+fn holds_more(new: &Replica, old: &Replica) -> bool {
+    match (new, old) {
+        (_, Replica::Full) | (Replica::MetadataOnly, _) => false,
+        (Replica::Full, _) | (Replica::Partial(_), Replica::MetadataOnly) => true,
+        (Replica::Partial(a), Replica::Partial(b)) => a != b,
+    }
+}
+
+fn instance_def(i: &Instance) -> InstanceDef {
+    InstanceDef {
+        name: i.name.clone(),
+        data_uuid: i.data_uuid,
+        kind: i.kind,
+        codec: i.codec,
+        block_size: i.block_size,
+        voxel_size: i.voxel_size,
+        voxel_units: i.voxel_units.clone(),
+        tags: i.tags.clone(),
+    }
+}
+
+fn instance_from_def(id: u32, d: &InstanceDef) -> Instance {
+    Instance {
+        id,
+        name: d.name.clone(),
+        data_uuid: d.data_uuid,
+        kind: d.kind,
+        codec: d.codec,
+        block_size: d.block_size,
+        voxel_size: d.voxel_size,
+        voxel_units: d.voxel_units.clone(),
+        extents: None,
+        tags: d.tags.clone(),
+    }
+}
