@@ -2,6 +2,7 @@
 
 use crate::client::Client;
 use crate::http::HttpConfig;
+use crate::p2p::P2pConfig;
 use crate::server::{Backend, ServeConfig};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -43,7 +44,50 @@ pub enum Command {
         /// Largest request body or voxel response in bytes; larger requests get 413.
         #[arg(long, default_value_t = 1 << 30)]
         max_request_bytes: usize,
+        /// Peer-to-peer address to listen on (repeatable), like /ip4/0.0.0.0/tcp/4001 or
+        /// /ip4/0.0.0.0/udp/4001/quic-v1. Without any, the node only dials out.
+        #[arg(long)]
+        listen: Vec<libp2p::Multiaddr>,
+        /// Peer to connect to at start and whenever the connection is lost (repeatable),
+        /// like /ip4/10.0.0.5/tcp/4001/p2p/12D3Koo...
+        #[arg(long)]
+        peer: Vec<libp2p::Multiaddr>,
+        /// Discover peers on the local network with mDNS (multicast on every interface).
+        #[arg(long)]
+        mdns: bool,
+        /// Cap on bytes per second sent to peers.
+        #[arg(long)]
+        max_upload_rate: Option<u64>,
     },
+    /// Print this node's PeerId (creating its key in the data dir if needed).
+    Id {
+        #[arg(long, env = "DVID_DATA_DIR", default_value = "./dvid-data")]
+        data_dir: PathBuf,
+    },
+    /// Pull a locked version that peers offer, with progress, and wait until it is complete.
+    Pull {
+        /// Version UUID (or a unique prefix among the versions peers offer).
+        uuid: String,
+        /// Fetch only from this peer (repeatable); default: every peer that offers it.
+        #[arg(long = "from")]
+        from: Vec<String>,
+        /// Only these instances, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        instances: Option<Vec<String>>,
+        /// Only this region of voxels: X,Y,Z:SX,SY,SZ (offset and size).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Follow a repo: pull its new locked versions as peers offer them.
+    Follow { repo: String },
+    /// Let peers fetch every locked version of a repo.
+    Share {
+        uuid: String,
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
+    /// Let any peer fetch one locked version.
+    Publish { uuid: String },
     /// List every repo on the node (GET /api/repos/info).
     Repos,
     /// Create or inspect repos.
@@ -121,6 +165,10 @@ pub fn main() -> ExitCode {
             http,
             memory,
             max_request_bytes,
+            listen,
+            peer,
+            mdns,
+            max_upload_rate,
         } => serve(ServeConfig {
             backend: if memory {
                 Backend::Memory
@@ -129,6 +177,15 @@ pub fn main() -> ExitCode {
             },
             http_addr: http,
             http: HttpConfig { max_request_bytes },
+            p2p: P2pConfig {
+                listen,
+                peers: peer,
+                mdns,
+                max_upload_rate,
+            },
+        }),
+        Command::Id { data_dir } => crate::p2p::identity::load_or_create(&data_dir).map(|k| {
+            println!("{}", k.public().to_peer_id());
         }),
         other => Client::new(&cli.server).and_then(|c| c.run(other)),
     };

@@ -21,7 +21,20 @@ impl Client {
     /// Runs one client command and prints the node's answer.
     pub fn run(&self, command: Command) -> anyhow::Result<()> {
         let answer = match command {
-            Command::Serve { .. } => unreachable!("serve is not a client command"),
+            Command::Serve { .. } | Command::Id { .. } => unreachable!("not a client command"),
+            Command::Pull {
+                uuid,
+                from,
+                instances,
+                region,
+            } => return self.pull(&uuid, from, instances, region.as_deref()),
+            Command::Follow { repo } => self.post("/api/p2p/follow", json!({"repo": repo}))?,
+            Command::Share { uuid, peers } => {
+                self.post(&format!("/api/repo/{uuid}/share"), json!({"peers": peers}))?
+            }
+            Command::Publish { uuid } => {
+                self.post(&format!("/api/node/{uuid}/publish"), json!({}))?
+            }
             Command::Repos => self.get("/api/repos/info")?,
             Command::Repo(RepoCommand::New { alias, description }) => {
                 let r = self.post(
@@ -90,6 +103,60 @@ impl Client {
         };
         println!("{}", serde_json::to_string_pretty(&answer)?);
         Ok(())
+    }
+
+    /// Starts a pull and reports its progress until it ends.
+    fn pull(
+        &self,
+        uuid: &str,
+        from: Vec<String>,
+        instances: Option<Vec<String>>,
+        region: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut body = json!({"uuid": uuid, "peers": from});
+        if let Some(i) = instances {
+            body["instances"] = json!(i);
+        }
+        if let Some(r) = region {
+            let (offset, size) = r.split_once(':').context("--region takes X,Y,Z:SX,SY,SZ")?;
+            let nums = |t: &str| -> anyhow::Result<Vec<i64>> {
+                let v: Vec<i64> = t
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()?;
+                anyhow::ensure!(v.len() == 3, "expected three numbers in {t:?}");
+                Ok(v)
+            };
+            body["region"] = json!({"offset": nums(offset)?, "size": nums(size)?});
+        }
+        let job = field(&self.post("/api/p2p/pull", body)?, "job")?;
+        let started = std::time::Instant::now();
+        loop {
+            let st = self.get(&format!("/api/p2p/jobs/{job}"))?;
+            let objects = st["objects_fetched"].as_u64().unwrap_or(0);
+            let bytes = st["bytes_fetched"].as_u64().unwrap_or(0);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\rpulling {uuid}: {objects} objects, {:.1} MB, {:.1} MB/s   ",
+                bytes as f64 / 1e6,
+                bytes as f64 / 1e6 / secs
+            );
+            match st["state"].as_str() {
+                Some("done") => {
+                    eprintln!();
+                    println!("{}", serde_json::to_string(&st)?);
+                    return Ok(());
+                }
+                Some("failed") => {
+                    eprintln!();
+                    bail!(
+                        "pull failed: {}",
+                        st["error"].as_str().unwrap_or("unknown error")
+                    );
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
     }
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod client;
 pub mod http;
+pub mod p2p;
 pub mod server;

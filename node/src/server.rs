@@ -1,6 +1,7 @@
 //! Running a node: open the store, bind HTTP, serve until SIGTERM or Ctrl-C.
 
 use crate::http::{self, HttpConfig};
+use crate::p2p::{P2p, P2pConfig, identity, jobs::Jobs};
 use dvid_store::Store;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ pub struct ServeConfig {
     pub backend: Backend,
     pub http_addr: SocketAddr,
     pub http: HttpConfig,
+    pub p2p: P2pConfig,
 }
 
 /// Opens the store and serves HTTP until a shutdown signal.
@@ -35,6 +37,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Backend::Memory => Store::open_memory()?,
     };
     let store = Arc::new(store);
+    let (key, jobs_file) = match &config.backend {
+        Backend::Fjall(dir) => (identity::load_or_create(dir)?, Some(dir.join("jobs.json"))),
+        Backend::Memory => (libp2p::identity::Keypair::generate_ed25519(), None),
+    };
+    let jobs = Arc::new(Jobs::open(jobs_file)?);
+    let p2p = P2p::start(key, config.p2p, store.clone(), jobs)?;
+    println!("dvid: peer id {}", p2p.peer_id());
     let listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding HTTP to {}: {e}", config.http_addr))?;
@@ -44,17 +53,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "dvid: HTTP API listening on http://{addr} ({} store)",
         store.backend()
     );
-    run(listener, store, config.http, shutdown_signal()).await
+    run(listener, store, p2p, config.http, shutdown_signal()).await
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` completes, then lets requests in flight finish.
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
+    p2p: P2p,
     http: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = http::router(store, http);
+    let app = http::router(store, p2p, http);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

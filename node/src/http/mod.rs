@@ -4,6 +4,7 @@
 mod data;
 mod error;
 mod info;
+mod p2p;
 mod params;
 mod repo;
 
@@ -39,15 +40,17 @@ impl Default for HttpConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    pub p2p: crate::p2p::P2p,
     pub config: HttpConfig,
     pub started: Instant,
     pub started_at: String,
 }
 
 /// The whole API.
-pub fn router(store: Arc<Store>, config: HttpConfig) -> Router {
+pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Router {
     let state = AppState {
         store,
+        p2p,
         started: Instant::now(),
         started_at: dvid_store::catalog::now(),
         config: config.clone(),
@@ -79,6 +82,15 @@ pub fn router(store: Arc<Store>, config: HttpConfig) -> Router {
             "/api/node/{uuid}/note",
             get(repo::get_note).post(repo::post_note),
         )
+        .route("/api/node/{uuid}/publish", post(p2p::publish))
+        .route("/api/repo/{uuid}/share", post(p2p::share))
+        .route("/api/repo/{uuid}/sharing", get(p2p::sharing))
+        .route("/api/p2p/info", get(p2p::info))
+        .route("/api/p2p/dial", post(p2p::dial))
+        .route("/api/p2p/heads", get(p2p::heads))
+        .route("/api/p2p/pull", post(p2p::pull))
+        .route("/api/p2p/jobs/{job}", get(p2p::job))
+        .route("/api/p2p/follow", post(p2p::follow))
         .route("/api/node/{uuid}/{data}/info", get(info::instance_info))
         .route(
             "/api/node/{uuid}/{data}/raw/{dims}/{size}/{offset}",

@@ -1,0 +1,363 @@
+//! Pull jobs and followed repos. A job drives the sans-IO pull engine over libp2p: it finds peers
+//! that offer the version, fetches the manifest, then feeds the engine replies and stores what it
+//! verifies. Job records and followed repos are saved in the data dir, so after a restart running
+//! jobs start again, and the objects already stored are not fetched twice.
+
+use super::P2p;
+use dvid_protocol::pull::{Output, Pull, PullConfig};
+use dvid_protocol::wire::{Request, Response};
+use dvid_store::catalog::Uuid;
+use dvid_store::{Point, Replica, Restriction, VersionManifest};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long a job waits for a connected peer that offers its version.
+const FIND_PEERS_FOR: Duration = Duration::from_secs(60);
+
+/// What to pull.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Full UUID of the version (32 hex digits).
+    pub uuid: String,
+    /// Peers to fetch from (PeerIds); empty: every connected peer that offers the version.
+    pub peers: Vec<String>,
+    pub instances: Option<Vec<String>>,
+    /// Inclusive voxel box.
+    pub region: Option<(Point, Point)>,
+}
+
+/// Where a job is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub state: String,
+    pub error: Option<String>,
+    pub objects_fetched: u64,
+    pub bytes_fetched: u64,
+    pub objects_total: Option<u64>,
+    pub bytes_total: Option<u64>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Saved {
+    next: u64,
+    jobs: BTreeMap<u64, (JobSpec, JobStatus)>,
+    follow: BTreeSet<String>,
+}
+
+/// The node's jobs and follows.
+pub struct Jobs {
+    saved: Mutex<Saved>,
+    file: Option<PathBuf>,
+}
+
+impl Jobs {
+    /// Loads saved jobs from `file` (none in memory-only mode).
+    pub fn open(file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let saved = match &file {
+            Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(f)?)?,
+            _ => Saved::default(),
+        };
+        Ok(Self {
+            saved: Mutex::new(saved),
+            file,
+        })
+    }
+
+    /// Records and starts a pull; returns its job id.
+    pub fn start(&self, p2p: &P2p, spec: JobSpec) -> u64 {
+        let id = {
+            let mut s = self.saved.lock().expect("jobs lock");
+            s.next += 1;
+            let id = s.next;
+            let status = JobStatus {
+                state: "running".into(),
+                ..JobStatus::default()
+            };
+            s.jobs.insert(id, (spec.clone(), status));
+            id
+        };
+        self.save();
+        tokio::spawn(run(p2p.clone(), id, spec));
+        id
+    }
+
+    pub fn status(&self, id: u64) -> Option<JobStatus> {
+        self.saved
+            .lock()
+            .expect("jobs lock")
+            .jobs
+            .get(&id)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Follows a repo: its locked versions offered by peers are pulled as they appear.
+    pub fn follow(&self, p2p: &P2p, repo: Uuid) -> Vec<String> {
+        let list = {
+            let mut s = self.saved.lock().expect("jobs lock");
+            s.follow.insert(repo.to_hex());
+            s.follow.iter().cloned().collect()
+        };
+        self.save();
+        self.on_heads(p2p);
+        list
+    }
+
+    /// Restarts the jobs that were running when the node stopped.
+    pub(super) fn resume(&self, p2p: &P2p) {
+        let running: Vec<(u64, JobSpec)> = {
+            let s = self.saved.lock().expect("jobs lock");
+            s.jobs
+                .iter()
+                .filter(|(_, (_, st))| st.state == "running")
+                .map(|(id, (spec, _))| (*id, spec.clone()))
+                .collect()
+        };
+        for (id, spec) in running {
+            tracing::info!(job = id, version = %spec.uuid, "resuming pull");
+            tokio::spawn(run(p2p.clone(), id, spec));
+        }
+    }
+
+    /// New heads arrived: pull new versions of followed repos.
+    pub(super) fn on_heads(&self, p2p: &P2p) {
+        let follow = self.saved.lock().expect("jobs lock").follow.clone();
+        if follow.is_empty() {
+            return;
+        }
+        for offered in p2p.offered() {
+            let uuid = offered.head.version.to_hex();
+            if !follow.contains(&offered.head.repo.to_hex()) || holds(p2p, &uuid) {
+                continue;
+            }
+            let busy = self
+                .saved
+                .lock()
+                .expect("jobs lock")
+                .jobs
+                .values()
+                .any(|(spec, st)| spec.uuid == uuid && st.state == "running");
+            if !busy {
+                tracing::info!(version = %uuid, "following: pulling a new version");
+                self.start(
+                    p2p,
+                    JobSpec {
+                        uuid,
+                        peers: vec![],
+                        instances: None,
+                        region: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut JobStatus)) {
+        if let Some((_, st)) = self.saved.lock().expect("jobs lock").jobs.get_mut(&id) {
+            f(st);
+        }
+    }
+
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let bytes = serde_json::to_vec_pretty(&*self.saved.lock().expect("jobs lock"))
+            .expect("jobs serialize");
+        let tmp = file.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, file)) {
+            tracing::error!("saving jobs to {}: {e}", file.display());
+        }
+    }
+}
+
+fn holds(p2p: &P2p, uuid: &str) -> bool {
+    p2p.store
+        .resolve(uuid)
+        .is_ok_and(|v| v.replica == Replica::Full)
+}
+
+async fn run(p2p: P2p, id: u64, spec: JobSpec) {
+    let result = drive(&p2p, id, &spec).await;
+    p2p.jobs.update(id, |st| match result {
+        Ok(()) => st.state = "done".into(),
+        Err(e) => {
+            st.state = "failed".into();
+            st.error = Some(e);
+        }
+    });
+    p2p.jobs.save();
+}
+
+async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
+    let version = Uuid(
+        u128::from_str_radix(&spec.uuid, 16)
+            .map_err(|_| format!("bad version UUID {:?}", spec.uuid))?,
+    );
+    let peers = find_peers(p2p, version, &spec.peers).await?;
+    let mut refusals = Vec::new();
+    let mut manifest = None;
+    for &peer in &peers {
+        match p2p.request(peer, &Request::Manifest { version }).await {
+            Ok(Response::Manifest(bytes)) => match VersionManifest::decode(&bytes) {
+                Ok(m) if m.target == version => {
+                    manifest = Some(m);
+                    break;
+                }
+                Ok(_) => refusals.push(format!("{peer} sent the manifest of another version")),
+                Err(e) => refusals.push(format!("{peer} sent a bad manifest: {e}")),
+            },
+            Ok(Response::Refused(r)) => refusals.push(format!("{peer} refused: {r}")),
+            Ok(other) => refusals.push(format!("{peer} answered {other:?}")),
+            Err(e) => refusals.push(format!("{peer}: {e:#}")),
+        }
+    }
+    let manifest = manifest.ok_or_else(|| {
+        format!(
+            "no peer would send version {version}: {}",
+            refusals.join("; ")
+        )
+    })?;
+    let restriction = (spec.instances.is_some() || spec.region.is_some()).then(|| Restriction {
+        instances: spec.instances.clone(),
+        region: spec.region,
+    });
+    let mut pull: Pull<PeerId> = Pull::new(&manifest, restriction.as_ref(), PullConfig::default());
+    for &p in &peers {
+        pull.add_peer(p);
+    }
+    let (tx, mut rx) = mpsc::channel::<(u64, anyhow::Result<Response>)>(256);
+    let start = Instant::now();
+    loop {
+        let store = p2p.store.clone();
+        let now_ms = start.elapsed().as_millis() as u64;
+        let (back, polled) = tokio::task::spawn_blocking(move || {
+            let out = pull.poll(store.objects(), now_ms);
+            (pull, out)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        pull = back;
+        let outputs = polled.map_err(|e| e.to_string())?;
+        if carry_out(p2p, &mut pull, outputs, &tx, &manifest, &restriction).await? {
+            let p = pull.progress();
+            p2p.jobs.update(id, |st| {
+                st.objects_fetched = p.objects_fetched;
+                st.bytes_fetched = p.bytes_fetched;
+                st.objects_total = Some(p.objects_fetched + p.objects_local);
+            });
+            return Ok(());
+        }
+        // Wait for a reply (or a tick, for timeouts), then take every reply already there.
+        let mut replies = Vec::new();
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            replies.push(r);
+            while let Ok(r) = rx.try_recv() {
+                replies.push(r);
+            }
+        }
+        for (request, result) in replies {
+            let outputs = match result {
+                Ok(Response::Objects(r)) => pull.on_reply(request, r),
+                Ok(Response::Refused(reason)) => pull.on_refused(request, &reason),
+                Ok(_) | Err(_) => {
+                    pull.on_failed(request);
+                    Vec::new()
+                }
+            };
+            carry_out(p2p, &mut pull, outputs, &tx, &manifest, &restriction).await?;
+        }
+        let p = pull.progress().clone();
+        p2p.jobs.update(id, |st| {
+            st.objects_fetched = p.objects_fetched;
+            st.bytes_fetched = p.bytes_fetched;
+        });
+    }
+}
+
+/// Waits for connected peers that offer `version` (or the named ones).
+async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<PeerId>, String> {
+    let named: Vec<PeerId> = named
+        .iter()
+        .map(|p| p.parse().map_err(|_| format!("{p:?} is not a PeerId")))
+        .collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + FIND_PEERS_FOR;
+    loop {
+        let connected = p2p.connected();
+        let peers: Vec<PeerId> = if named.is_empty() {
+            p2p.offered()
+                .into_iter()
+                .find(|o| o.head.version == version)
+                .map(|o| o.peers)
+                .unwrap_or_default()
+        } else {
+            named
+                .iter()
+                .filter(|p| connected.contains(p))
+                .copied()
+                .collect()
+        };
+        if !peers.is_empty() {
+            return Ok(peers);
+        }
+        if Instant::now() > deadline {
+            return Err(if named.is_empty() {
+                format!(
+                    "no connected peer offers version {version} (it may not be shared with this node; see /api/p2p/heads)"
+                )
+            } else {
+                "none of the named peers is connected".to_string()
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Carries out engine outputs. Returns true once the version is imported.
+async fn carry_out(
+    p2p: &P2p,
+    _pull: &mut Pull<PeerId>,
+    outputs: Vec<Output<PeerId>>,
+    tx: &mpsc::Sender<(u64, anyhow::Result<Response>)>,
+    manifest: &VersionManifest,
+    restriction: &Option<Restriction>,
+) -> Result<bool, String> {
+    for out in outputs {
+        match out {
+            Output::Send {
+                peer,
+                request,
+                message,
+            } => {
+                let (p, tx) = (p2p.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let r = p.request(peer, &message).await;
+                    let _ = tx.send((request, r)).await;
+                });
+            }
+            Output::Store(objects) => {
+                let store = p2p.store.clone();
+                tokio::task::spawn_blocking(move || store.objects().put_objects(&objects))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("storing objects: {e}"))?;
+            }
+            Output::Ban { peer, reason } => {
+                tracing::warn!(%peer, "dropping peer from the pull: {reason}");
+            }
+            Output::Failed(reason) => return Err(reason),
+            Output::Done => {
+                let (store, m, r) = (p2p.store.clone(), manifest.clone(), restriction.clone());
+                tokio::task::spawn_blocking(move || store.import_version(&m, r))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("importing the version: {e}"))?;
+                p2p.announce(manifest.repo_root);
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}

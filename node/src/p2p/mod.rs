@@ -1,0 +1,333 @@
+//! The peer-to-peer layer: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, gossipsub,
+//! opt-in mDNS) carrying `dvid_protocol` requests over streams. The swarm task owns the Swarm; the
+//! rest of the node talks to it through [`P2p`], a cheap handle.
+//!
+//! Heads: on connecting, and every few seconds, a node asks each peer for the versions it may fetch.
+//! Gossipsub carries a small announcement when a node commits, shares or publishes, so peers ask at
+//! once instead of at the next poll.
+
+mod exchange;
+pub mod identity;
+pub mod jobs;
+
+pub use exchange::RateLimiter;
+
+use dvid_protocol::wire::{Head, Request, Response};
+use dvid_store::Store;
+use dvid_store::catalog::Uuid;
+use futures::StreamExt;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, gossipsub, identify, identity::Keypair, mdns, noise, ping, tcp, yamux,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Topic of head announcements.
+const HEADS_TOPIC: &str = "/dvid/heads/1";
+/// How often heads are asked of every connected peer, and lost `--peer`s re-dialled.
+const REFRESH: Duration = Duration::from_secs(3);
+
+/// Settings of the peer-to-peer layer.
+#[derive(Clone, Debug, Default)]
+pub struct P2pConfig {
+    pub listen: Vec<Multiaddr>,
+    pub peers: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub max_upload_rate: Option<u64>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+enum Command {
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Announce(Uuid),
+}
+
+/// What the node knows of the network.
+#[derive(Default)]
+struct NetState {
+    listen_addrs: Vec<Multiaddr>,
+    connected: BTreeSet<PeerId>,
+    heads: BTreeMap<PeerId, Vec<Head>>,
+}
+
+/// A handle on the running peer-to-peer layer.
+#[derive(Clone)]
+pub struct P2p {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    commands: mpsc::Sender<Command>,
+    state: Arc<Mutex<NetState>>,
+    pub store: Arc<Store>,
+    pub jobs: Arc<jobs::Jobs>,
+}
+
+/// A version offered by peers, as `/api/p2p/heads` lists it.
+#[derive(Clone, Debug)]
+pub struct Offered {
+    pub head: Head,
+    pub peers: Vec<PeerId>,
+}
+
+impl P2p {
+    /// Builds the swarm, starts listening and dialling, and spawns the tasks that run it.
+    pub fn start(
+        key: Keypair,
+        config: P2pConfig,
+        store: Arc<Store>,
+        jobs: Arc<jobs::Jobs>,
+    ) -> anyhow::Result<Self> {
+        let mdns_on = config.mdns;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_quic()
+            .with_behaviour(|key| {
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .max_transmit_size(64 * 1024)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+                Ok(Behaviour {
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/dvid/1".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
+                    stream: libp2p_stream::Behaviour::new(),
+                    gossipsub: gossipsub::Behaviour::new(
+                        gossipsub::MessageAuthenticity::Signed(key.clone()),
+                        gossip_config,
+                    )
+                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?,
+                    mdns: Toggle::from(if mdns_on {
+                        Some(mdns::tokio::Behaviour::new(
+                            mdns::Config::default(),
+                            key.public().to_peer_id(),
+                        )?)
+                    } else {
+                        None
+                    }),
+                })
+            })
+            .map_err(|e| anyhow::anyhow!("building the swarm: {e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(HEADS_TOPIC))?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let p2p = Self {
+            peer_id: *swarm.local_peer_id(),
+            control: swarm.behaviour().stream.new_control(),
+            commands: tx,
+            state: Arc::new(Mutex::new(NetState::default())),
+            store: store.clone(),
+            jobs,
+        };
+        let limiter = Arc::new(RateLimiter::new(config.max_upload_rate));
+        tokio::spawn(exchange::serve_incoming(
+            p2p.control.clone(),
+            store,
+            limiter,
+        ));
+        tokio::spawn(run_swarm(swarm, rx, p2p.clone(), config.peers));
+        p2p.jobs.resume(&p2p);
+        Ok(p2p)
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.state.lock().expect("state lock").listen_addrs.clone()
+    }
+
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .connected
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Dials a peer at run time.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dial(addr, tx))
+            .await
+            .map_err(|_| "the network task has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the network task has stopped".to_string())?
+    }
+
+    /// Tells peers that this node's offers in `repo` changed.
+    pub fn announce(&self, repo: Uuid) {
+        let _ = self.commands.try_send(Command::Announce(repo));
+    }
+
+    /// Versions offered by connected peers, each with the peers that offer it.
+    pub fn offered(&self) -> Vec<Offered> {
+        let state = self.state.lock().expect("state lock");
+        let mut by_version: BTreeMap<Uuid, Offered> = BTreeMap::new();
+        for (peer, heads) in &state.heads {
+            if !state.connected.contains(peer) {
+                continue;
+            }
+            for h in heads {
+                by_version
+                    .entry(h.version)
+                    .or_insert_with(|| Offered {
+                        head: h.clone(),
+                        peers: vec![],
+                    })
+                    .peers
+                    .push(*peer);
+            }
+        }
+        by_version.into_values().collect()
+    }
+
+    /// Sends one request to a peer.
+    pub async fn request(&self, peer: PeerId, req: &Request) -> anyhow::Result<Response> {
+        exchange::request(&mut self.control.clone(), peer, req).await
+    }
+
+    /// Asks a peer for its heads and records them.
+    async fn refresh_heads(&self, peer: PeerId) {
+        match self.request(peer, &Request::Heads).await {
+            Ok(Response::Heads(heads)) => {
+                self.state
+                    .lock()
+                    .expect("state lock")
+                    .heads
+                    .insert(peer, heads);
+                self.jobs.on_heads(self);
+            }
+            Ok(other) => tracing::debug!(%peer, "unexpected answer to heads: {other:?}"),
+            Err(e) => tracing::debug!(%peer, "heads request failed: {e:#}"),
+        }
+    }
+}
+
+async fn run_swarm(
+    mut swarm: libp2p::Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    p2p: P2p,
+    bootstrap: Vec<Multiaddr>,
+) {
+    for addr in &bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, "cannot dial: {e}");
+        }
+    }
+    let mut tick = tokio::time::interval(REFRESH);
+    let topic = gossipsub::IdentTopic::new(HEADS_TOPIC);
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => return,
+                Some(Command::Dial(addr, reply)) => {
+                    let _ = reply.send(swarm.dial(addr).map_err(|e| e.to_string()));
+                }
+                Some(Command::Announce(repo)) => {
+                    // No subscribed peer yet is fine: peers also poll heads.
+                    let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), repo.to_hex().into_bytes());
+                }
+            },
+            event = swarm.select_next_some() => on_event(&mut swarm, event, &p2p),
+            _ = tick.tick() => {
+                let connected = p2p.connected();
+                for addr in &bootstrap {
+                    let known = addr.iter().find_map(|p| match p {
+                        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                        _ => None,
+                    });
+                    let lost = known.map_or(connected.is_empty(), |id| !connected.contains(&id));
+                    if lost {
+                        let _ = swarm.dial(addr.clone());
+                    }
+                }
+                for peer in connected {
+                    let p = p2p.clone();
+                    tokio::spawn(async move { p.refresh_heads(peer).await });
+                }
+            }
+        }
+    }
+}
+
+fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>, p2p: &P2p) {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            let full = address.with_p2p(p2p.peer_id).unwrap_or_else(|a| a);
+            println!("dvid: p2p listening on {full}");
+            p2p.state
+                .lock()
+                .expect("state lock")
+                .listen_addrs
+                .push(full);
+        }
+        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            p2p.state
+                .lock()
+                .expect("state lock")
+                .connected
+                .insert(peer_id);
+            let p = p2p.clone();
+            tokio::spawn(async move { p.refresh_heads(peer_id).await });
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } => {
+            let mut s = p2p.state.lock().expect("state lock");
+            s.connected.remove(&peer_id);
+            s.heads.remove(&peer_id);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+            propagation_source,
+            message,
+            ..
+        })) => {
+            let from = message.source.unwrap_or(propagation_source);
+            if p2p.connected().contains(&from) {
+                let p = p2p.clone();
+                tokio::spawn(async move { p.refresh_heads(from).await });
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+            for (peer, addr) in found {
+                if !p2p.connected().contains(&peer) {
+                    let _ = swarm.dial(addr);
+                }
+            }
+        }
+        _ => {}
+    }
+}
