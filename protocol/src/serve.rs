@@ -26,7 +26,17 @@ pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
                 return refusal;
             }
             match store.version_manifest(&version.to_hex()) {
-                Ok(m) => Response::Manifest(m.encode()),
+                Ok(mut m) => {
+                    // Ancestors travel as metadata so the DAG is whole; the notes and logs of those
+                    // the peer may not read stay here (they are outside the commit hash).
+                    for v in &mut m.versions {
+                        if !store.may_read(peer, v.uuid) {
+                            v.note.clear();
+                            v.log.clear();
+                        }
+                    }
+                    Response::Manifest(m.encode())
+                }
                 Err(e) => Response::Refused(e.to_string()),
             }
         }

@@ -74,6 +74,80 @@ impl Node {
         }
     }
 
+    /// Starts a node that also listens for peers on loopback TCP.
+    pub fn start_p2p(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--listen", "/ip4/127.0.0.1/tcp/0"];
+        args.extend_from_slice(extra);
+        Self::start(data_dir, &args)
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> String {
+        self.get_json("/api/p2p/info")["peer_id"]
+            .as_str()
+            .expect("peer_id")
+            .to_string()
+    }
+
+    /// The node's first peer-to-peer listen address (ending in /p2p/<id>).
+    pub fn p2p_addr(&self) -> String {
+        self.wait_until("a p2p listen address", 10, |n| {
+            n.get_json("/api/p2p/info")["listen_addrs"][0]
+                .as_str()
+                .map(str::to_string)
+        })
+    }
+
+    /// Polls `check` every 100 ms until it returns something, panicking after `secs` seconds.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        secs: u64,
+        mut check: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = check(self) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {secs}s waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a pull and waits for it to end; returns the job's final status.
+    pub fn pull(&self, body: Value) -> Value {
+        let job = self.post_json("/api/p2p/pull", body)["job"]
+            .as_str()
+            .expect("job")
+            .to_string();
+        self.wait_job(&job)
+    }
+
+    /// Waits for a pull job to leave the running state.
+    pub fn wait_job(&self, job: &str) -> Value {
+        self.wait_until(&format!("job {job}"), 180, |n| {
+            let st = n.get_json(&format!("/api/p2p/jobs/{job}"));
+            (st["state"] != "running").then_some(st)
+        })
+    }
+
+    /// Waits until a connected peer offers `uuid`.
+    pub fn wait_offered(&self, uuid: &str) {
+        self.wait_until(&format!("a peer to offer {uuid}"), 30, |n| {
+            let heads = n.get_json("/api/p2p/heads");
+            heads
+                .as_array()
+                .expect("list")
+                .iter()
+                .any(|h| h["uuid"] == uuid)
+                .then_some(())
+        })
+    }
+
     /// OS process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
