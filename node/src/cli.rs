@@ -202,7 +202,9 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "info,fjall=warn,lsm_tree=warn,libp2p_swarm=warn",
+                )
             }),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

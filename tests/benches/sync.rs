@@ -1,0 +1,247 @@
+//! End-to-end sync benchmark between two real `dvid` nodes (release, fjall) over libp2p on loopback:
+//! `cargo bench -p dvid-tests --bench sync` (add `-- --quick` for 128 MiB instead of 1 GiB).
+//!
+//! 1. Full pull of a locked version of >= 1 GiB of objects, beside (a) one loopback TCP connection
+//!    copying the same bytes into files with fsync (the limit), and (b) rsync (daemon mode) of the
+//!    same bytes as files, if rsync is installed.
+//! 2. Incremental pull of a child with 1% of blocks changed: bytes on the loopback wire (from
+//!    /proc/net/dev) against the bytes of the changed objects.
+
+use dvid_tests::{Node, json};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BLOCK: usize = 64 * 64 * 64;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let chunks = if quick { 8 } else { 64 }; // 256^3 = 16 MiB each
+    let total = chunks * 256 * 256 * 256;
+    println!(
+        "dvid sync benchmark: {} MiB of incompressible grayscale, 64^3 blocks{}",
+        total >> 20,
+        if quick { " [quick]" } else { "" }
+    );
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let transport =
+        std::env::var("DVID_BENCH_LISTEN").unwrap_or_else(|_| "/ip4/127.0.0.1/tcp/0".into());
+    let a = Node::start(da.path(), &["--listen", &transport]);
+    println!("  transport: {transport}");
+    let root = a.new_repo("bench");
+    a.new_instance(&root, "uint8blk", "gray", json!({}));
+    let mut blocks = Vec::new();
+    for c in 0..chunks {
+        let vol = random_bytes(256 * 256 * 256, c as u64 + 1);
+        a.post_bytes(
+            &format!(
+                "/api/node/{root}/gray/raw/0_1_2/256_256_256/{}_0_0",
+                c * 256
+            ),
+            vol.clone(),
+        );
+        blocks.extend(vol.chunks(BLOCK).map(<[u8]>::to_vec));
+    }
+    a.commit(&root);
+    let addr = a.p2p_addr();
+    let b = Node::start(db.path(), &["--peer", &addr]);
+    a.post_json(
+        &format!("/api/repo/{root}/share"),
+        json!({"peers": [b.peer_id()]}),
+    );
+    b.wait_offered(&root);
+
+    let t = Instant::now();
+    let st = b.pull(json!({"uuid": root}));
+    let pull = t.elapsed();
+    assert_eq!(st["state"], "done", "{st}");
+    let fetched = st["bytes_fetched"].as_u64().unwrap();
+    let back = b.get_bytes(&format!(
+        "/api/node/{root}/gray/raw/0_1_2/256_256_256/0_0_0"
+    ));
+    assert!(
+        back == a.get_bytes(&format!(
+            "/api/node/{root}/gray/raw/0_1_2/256_256_256/0_0_0"
+        ))
+    );
+
+    let limit = tcp_copy_with_fsync(&blocks);
+    let rsync = rsync_copy(&blocks);
+    let mbps = |d: Duration| fetched as f64 / 1e6 / d.as_secs_f64();
+    println!(
+        "1. full pull of {:.2} GiB of objects ({} objects):",
+        fetched as f64 / (1u64 << 30) as f64,
+        st["objects_fetched"]
+    );
+    println!(
+        "   dvid pull over libp2p:            {:7.2} s {:8.1} MB/s",
+        pull.as_secs_f64(),
+        mbps(pull)
+    );
+    println!(
+        "   TCP copy into files + fsync:      {:7.2} s {:8.1} MB/s  (the limit)",
+        limit.as_secs_f64(),
+        mbps(limit)
+    );
+    println!(
+        "   ratio dvid / limit: {:.2} (goal <= 1.4)",
+        pull.as_secs_f64() / limit.as_secs_f64()
+    );
+    match rsync {
+        Some(r) => println!(
+            "   rsync daemon over loopback:       {:7.2} s {:8.1} MB/s  ratio dvid / rsync {:.2} (goal < 1)",
+            r.as_secs_f64(),
+            mbps(r),
+            pull.as_secs_f64() / r.as_secs_f64()
+        ),
+        None => println!("   rsync: not installed (apt-get install rsync), not measured"),
+    }
+
+    // 2. A child with 1% of the blocks changed.
+    let child = a.new_version(&root);
+    let k = (blocks.len() / 100).max(1);
+    let mut changed = 0;
+    for i in 0..k {
+        let data = random_bytes(BLOCK, 1000 + i as u64);
+        changed += data.len() + 5; // payload header: codec byte and length
+        let x = (i * 97 % blocks.len()) * 64 % (chunks * 256);
+        a.post_bytes(
+            &format!(
+                "/api/node/{child}/gray/raw/0_1_2/64_64_64/{x}_{}_{}",
+                (i % 4) * 64,
+                (i / 4 % 4) * 64
+            ),
+            data,
+        );
+    }
+    a.commit(&child);
+    b.wait_offered(&child);
+    let before = loopback_bytes();
+    let st = b.pull(json!({"uuid": child}));
+    let wire = loopback_bytes() - before;
+    assert_eq!(st["state"], "done", "{st}");
+    println!(
+        "2. incremental pull, {k} of {} blocks changed:",
+        blocks.len()
+    );
+    println!(
+        "   changed payload bytes {changed}, objects fetched {} ({} payload bytes), loopback bytes {wire} (all traffic on lo, both directions)",
+        st["objects_fetched"], st["bytes_fetched"]
+    );
+    println!(
+        "   ratio wire / changed payload: {:.3} (goal <= 1.1 plus metadata)",
+        wire as f64 / changed as f64
+    );
+}
+
+/// Incompressible bytes (xorshift), so stored objects are as large as the voxels.
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Sends every block over one loopback TCP connection; the receiver writes each to its own file and
+/// fsyncs it. Returns the wall time until the receiver is done.
+fn tcp_copy_with_fsync(blocks: &[Vec<u8>]) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out = dir.path().to_path_buf();
+    let n = blocks.len();
+    let t = Instant::now();
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; BLOCK];
+        for i in 0..n {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let len = u32::from_le_bytes(len) as usize;
+            s.read_exact(&mut buf[..len]).unwrap();
+            let mut f = std::fs::File::create(out.join(format!("{i:06}"))).unwrap();
+            f.write_all(&buf[..len]).unwrap();
+            f.sync_all().unwrap();
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    for b in blocks {
+        s.write_all(&(b.len() as u32).to_le_bytes()).unwrap();
+        s.write_all(b).unwrap();
+    }
+    receiver.join().unwrap();
+    t.elapsed()
+}
+
+/// rsync of the blocks as files from an rsync daemon on loopback; `None` if rsync is missing.
+fn rsync_copy(blocks: &[Vec<u8>]) -> Option<Duration> {
+    if Command::new("rsync").arg("--version").output().is_err() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        std::fs::write(src.join(format!("{i:06}")), b).unwrap();
+    }
+    let port = free_port();
+    let conf = dir.path().join("rsyncd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "use chroot = no\n[m]\npath = {}\nread only = yes\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("rsync")
+        .args([
+            "--daemon",
+            "--no-detach",
+            "--address=127.0.0.1",
+            &format!("--port={port}"),
+        ])
+        .arg(format!("--config={}", conf.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let ok = Command::new("rsync")
+        .args(["-a", &format!("rsync://127.0.0.1:{port}/m/")])
+        .arg(&dst)
+        .status()
+        .is_ok_and(|s| s.success());
+    let took = t.elapsed();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(ok, "rsync failed");
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), blocks.len());
+    Some(took)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Bytes received on the loopback interface so far.
+fn loopback_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let (name, rest) = l.trim().split_once(':')?;
+            (name == "lo").then(|| rest.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
