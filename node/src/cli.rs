@@ -203,7 +203,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "info,fjall=warn,lsm_tree=warn,libp2p_swarm=warn",
+                    "info,fjall=warn,lsm_tree=warn,libp2p_swarm=warn,libp2p_kad=error",
                 )
             }),
         )

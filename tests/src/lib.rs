@@ -45,7 +45,7 @@ impl Node {
             .arg(data_dir)
             .args(["--http", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,libp2p_kad=error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

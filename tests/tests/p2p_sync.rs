@@ -253,3 +253,26 @@ fn p2p_upload_rate_cap_is_honoured() {
     );
     println!("{bytes} bytes at a {rate} B/s cap took {secs:.2}s (floor {floor:.2}s)");
 }
+
+#[test]
+fn p2p_kademlia_finds_a_publisher_through_a_peer() {
+    let (a, _da, root) = origin(32, &[]);
+    a.post_json(&format!("/api/node/{root}/publish"), json!({}));
+    // B knows A; C knows only B. C finds A, the provider of the published version, through Kademlia.
+    let db = tempfile::tempdir().unwrap();
+    let a_addr = a.p2p_addr();
+    let b = Node::start_p2p(db.path(), &["--peer", &a_addr]);
+    let a_id = a.peer_id();
+    b.wait_until("B connected to A", 10, |n| {
+        (n.get_json("/api/p2p/info")["connected_peers"] == json!([a_id])).then_some(())
+    });
+    let (c, _dc) = follower(&b, &[]);
+    let st = c.pull(json!({"uuid": root}));
+    assert_eq!(st["state"], "done", "{st}");
+    let connected = c.get_json("/api/p2p/info")["connected_peers"].clone();
+    assert!(
+        connected.as_array().unwrap().contains(&json!(a_id)),
+        "C never connected to A: {connected}"
+    );
+    assert!(c.get_bytes(&raw(&root, 32, [0, 0, 0])) == a.get_bytes(&raw(&root, 32, [0, 0, 0])));
+}

@@ -86,6 +86,15 @@ impl Jobs {
         id
     }
 
+    /// Repos followed.
+    pub fn following(&self) -> Vec<Uuid> {
+        let s = self.saved.lock().expect("jobs lock");
+        s.follow
+            .iter()
+            .filter_map(|r| u128::from_str_radix(r, 16).ok().map(Uuid))
+            .collect()
+    }
+
     pub fn status(&self, id: u64) -> Option<JobStatus> {
         self.saved
             .lock()
@@ -284,6 +293,7 @@ async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<Pe
         .map(|p| p.parse().map_err(|_| format!("{p:?} is not a PeerId")))
         .collect::<Result<_, _>>()?;
     let deadline = Instant::now() + FIND_PEERS_FOR;
+    let mut next_lookup = Instant::now();
     loop {
         let connected = p2p.connected();
         let peers: Vec<PeerId> = if named.is_empty() {
@@ -301,6 +311,11 @@ async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<Pe
         };
         if !peers.is_empty() {
             return Ok(peers);
+        }
+        if named.is_empty() && Instant::now() >= next_lookup {
+            // Nobody connected offers it: ask Kademlia who provides it (published versions).
+            p2p.discover(version);
+            next_lookup = Instant::now() + Duration::from_secs(3);
         }
         if Instant::now() > deadline {
             return Err(if named.is_empty() {

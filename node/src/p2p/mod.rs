@@ -1,10 +1,13 @@
-//! The peer-to-peer layer: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, gossipsub,
-//! opt-in mDNS) carrying `dvid_protocol` requests over streams. The swarm task owns the Swarm; the
+//! The peer-to-peer layer: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, Kademlia,
+//! gossipsub, opt-in mDNS) carrying `dvid_protocol` requests over streams. The swarm task owns the Swarm; the
 //! rest of the node talks to it through [`P2p`], a cheap handle.
 //!
 //! Heads: on connecting, and every few seconds, a node asks each peer for the versions it may fetch.
 //! Gossipsub carries a small announcement when a node commits, shares or publishes, so peers ask at
 //! once instead of at the next poll.
+//!
+//! Discovery: a node provides Kademlia records for its shared repos and published versions. A pull or
+//! follow that finds no connected peer offering what it needs looks the providers up and dials them.
 
 mod exchange;
 pub mod identity;
@@ -19,7 +22,8 @@ use futures::StreamExt;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, gossipsub, identify, identity::Keypair, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, gossipsub, identify, identity::Keypair, kad, mdns, noise,
+    ping, tcp, yamux,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +49,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -52,6 +57,12 @@ struct Behaviour {
 enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
     Announce(Uuid),
+    Discover(Uuid),
+}
+
+/// The Kademlia key naming a repo root or a version.
+fn provider_key(uuid: Uuid) -> kad::RecordKey {
+    kad::RecordKey::new(&uuid.0.to_be_bytes())
 }
 
 /// What the node knows of the network.
@@ -109,6 +120,17 @@ impl P2p {
                     )),
                     ping: ping::Behaviour::default(),
                     stream: libp2p_stream::Behaviour::new(),
+                    kad: {
+                        let id = key.public().to_peer_id();
+                        let config = kad::Config::new(StreamProtocol::new("/dvid/kad/1.0.0"));
+                        let mut k = kad::Behaviour::with_config(
+                            id,
+                            kad::store::MemoryStore::new(id),
+                            config,
+                        );
+                        k.set_mode(Some(kad::Mode::Server));
+                        k
+                    },
                     gossipsub: gossipsub::Behaviour::new(
                         gossipsub::MessageAuthenticity::Signed(key.clone()),
                         gossip_config,
@@ -190,6 +212,11 @@ impl P2p {
         let _ = self.commands.try_send(Command::Announce(repo));
     }
 
+    /// Looks up, and dials, the providers of a repo or version (a Kademlia query).
+    pub fn discover(&self, uuid: Uuid) {
+        let _ = self.commands.try_send(Command::Discover(uuid));
+    }
+
     /// Versions offered by connected peers, each with the peers that offer it.
     pub fn offered(&self) -> Vec<Offered> {
         let state = self.state.lock().expect("state lock");
@@ -247,6 +274,10 @@ async fn run_swarm(
     }
     let mut tick = tokio::time::interval(REFRESH);
     let topic = gossipsub::IdentTopic::new(HEADS_TOPIC);
+    let repos: Vec<Uuid> = p2p.store.catalog().repos.values().map(|r| r.root).collect();
+    for repo in repos {
+        provide(&mut swarm, &p2p, repo);
+    }
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -257,6 +288,10 @@ async fn run_swarm(
                 Some(Command::Announce(repo)) => {
                     // No subscribed peer yet is fine: peers also poll heads.
                     let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), repo.to_hex().into_bytes());
+                    provide(&mut swarm, &p2p, repo);
+                }
+                Some(Command::Discover(uuid)) => {
+                    swarm.behaviour_mut().kad.get_providers(provider_key(uuid));
                 }
             },
             event = swarm.select_next_some() => on_event(&mut swarm, event, &p2p),
@@ -276,7 +311,30 @@ async fn run_swarm(
                     let p = p2p.clone();
                     tokio::spawn(async move { p.refresh_heads(peer).await });
                 }
+                let offered: BTreeSet<Uuid> = p2p.offered().iter().map(|o| o.head.repo).collect();
+                for repo in p2p.jobs.following() {
+                    if !offered.contains(&repo) {
+                        swarm.behaviour_mut().kad.get_providers(provider_key(repo));
+                    }
+                }
             }
+        }
+    }
+}
+
+/// Provides Kademlia records for a repo that is shared and for its published versions. Private
+/// repos are not announced at all.
+fn provide(swarm: &mut libp2p::Swarm<Behaviour>, p2p: &P2p, repo: Uuid) {
+    let Ok(sharing) = p2p.store.sharing(&repo.to_hex()) else {
+        return;
+    };
+    let mut keys = sharing.published.clone();
+    if !sharing.shared_with.is_empty() || !sharing.published.is_empty() {
+        keys.push(repo);
+    }
+    for k in keys {
+        if let Err(e) = swarm.behaviour_mut().kad.start_providing(provider_key(k)) {
+            tracing::warn!("cannot provide {k}: {e}");
         }
     }
 }
@@ -319,6 +377,31 @@ fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEve
             if p2p.connected().contains(&from) {
                 let p = p2p.clone();
                 tokio::spawn(async move { p.refresh_heads(from).await });
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) => {
+            for addr in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+            result:
+                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })),
+            ..
+        })) => {
+            let connected = p2p.connected();
+            for peer in providers {
+                if peer != p2p.peer_id && !connected.contains(&peer) {
+                    tracing::info!(%peer, "dialling a provider found through Kademlia");
+                    let _ = swarm.dial(peer);
+                }
             }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
