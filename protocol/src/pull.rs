@@ -84,7 +84,6 @@ struct Item<P> {
     want: Want,
     kind: Kind,
     instance: usize,
-    checked_local: bool,
     missing_at: Vec<P>,
     attempts: u32,
 }
@@ -108,7 +107,12 @@ pub struct Pull<P> {
     version: Uuid,
     config: PullConfig,
     walks: Vec<Walk>,
+    /// Objects discovered but not yet looked for in the local store.
+    fresh: VecDeque<Item<P>>,
+    /// Objects known to be missing locally, waiting to be requested.
     queue: VecDeque<Item<P>>,
+    /// Set when the pull cannot complete; reported by the next poll.
+    failure: Option<String>,
     seen: HashSet<(ObjectId, usize)>,
     in_flight: BTreeMap<u64, InFlight<P>>,
     peers: BTreeMap<P, usize>,
@@ -129,7 +133,9 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             version: target.uuid,
             config,
             walks: Vec::new(),
+            fresh: VecDeque::new(),
             queue: VecDeque::new(),
+            failure: None,
             seen: HashSet::new(),
             in_flight: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -174,17 +180,8 @@ impl<P: Ord + Clone + Debug> Pull<P> {
     /// A peer went away: its requests in flight go back to the queue.
     pub fn remove_peer(&mut self, peer: &P) {
         self.peers.remove(peer);
-        let gone: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.peer == *peer)
-            .map(|(r, _)| *r)
-            .collect();
-        for r in gone {
-            if let Some(f) = self.in_flight.remove(&r) {
-                self.queue.extend(f.items);
-            }
-        }
+        self.requeue_peer(peer);
+        self.recheck_queue();
     }
 
     pub fn progress(&self) -> &Progress {
@@ -197,7 +194,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
 
     /// Objects waiting to be fetched or checked, and requests in flight.
     pub fn backlog(&self) -> (usize, usize) {
-        (self.queue.len(), self.in_flight.len())
+        (self.fresh.len() + self.queue.len(), self.in_flight.len())
     }
 
     /// Walks what is already stored, times out stale requests, and sends new ones. Call after every
@@ -213,7 +210,10 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         }
         self.expire(now_ms);
         self.expand_local(local)?;
-        if let Some(reason) = self.hopeless() {
+        if self.failure.is_none() && self.peers.is_empty() && !self.queue.is_empty() {
+            self.failure = Some("no peer left to fetch from".into());
+        }
+        if let Some(reason) = self.failure.take() {
             return Ok(self.fail(reason));
         }
         if self.queue.is_empty() && self.in_flight.is_empty() {
@@ -222,6 +222,9 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             return Ok(out);
         }
         self.send(now_ms, &mut out);
+        if let Some(reason) = self.failure.take() {
+            return Ok(self.fail(reason));
+        }
         Ok(out)
     }
 
@@ -243,6 +246,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             match reply {
                 ObjectReply::Missing => {
                     item.missing_at.push(f.peer.clone());
+                    self.check_servable(&item);
                     retry.push(item);
                 }
                 ObjectReply::Found(bytes) => {
@@ -294,6 +298,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         if self.peers.is_empty() {
             return self.fail(format!("refused by {:?}: {reason}", f.peer));
         }
+        self.recheck_queue();
         Vec::new()
     }
 
@@ -316,11 +321,10 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 usize::MAX
             },
         )) {
-            self.queue.push_back(Item {
+            self.fresh.push_back(Item {
                 want,
                 kind,
                 instance,
-                checked_local: false,
                 missing_at: Vec::new(),
                 attempts: 0,
             });
@@ -380,17 +384,12 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         Ok(())
     }
 
-    /// Expands queued objects that are already stored, so only missing ones are asked for.
+    /// Looks up newly discovered objects locally: stored tree nodes are expanded in place, stored
+    /// payloads are done, the rest join the queue to be fetched. Each object is looked up once.
     fn expand_local(&mut self, local: &dyn ObjectStore) -> Result<(), StoreError> {
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        while let Some(mut item) = self.queue.pop_front() {
-            if item.checked_local {
-                kept.push_back(item);
-                continue;
-            }
-            item.checked_local = true;
+        while let Some(item) = self.fresh.pop_front() {
             if !local.has_object(&item.want.id)? {
-                kept.push_back(item);
+                self.queue.push_back(item);
                 continue;
             }
             self.progress.objects_local += 1;
@@ -399,7 +398,6 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 self.expand(&item, &bytes)?;
             }
         }
-        self.queue = kept;
         Ok(())
     }
 
@@ -415,26 +413,29 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         }
     }
 
-    /// A reason to give up: an object no peer can serve, or one tried too often.
-    fn hopeless(&self) -> Option<String> {
-        if self.peers.is_empty() && (!self.queue.is_empty() || !self.in_flight.is_empty()) {
-            return (!self.queue.is_empty()).then(|| "no peer left to fetch from".to_string());
+    /// Records a failure if no remaining peer can serve `item`.
+    fn check_servable(&mut self, item: &Item<P>) {
+        if self.failure.is_none()
+            && !self.peers.is_empty()
+            && self.peers.keys().all(|p| item.missing_at.contains(p))
+        {
+            self.failure = Some(format!(
+                "no peer holds object {} ({:?})",
+                item.want.id, item.want.path
+            ));
         }
-        self.queue.iter().find_map(|i| {
-            if i.attempts >= self.config.max_attempts {
-                Some(format!(
-                    "object {} failed {} attempts",
-                    i.want.id, i.attempts
-                ))
-            } else if self.peers.keys().all(|p| i.missing_at.contains(p)) {
-                Some(format!(
-                    "no peer holds object {} ({:?})",
-                    i.want.id, i.want.path
-                ))
-            } else {
-                None
-            }
-        })
+    }
+
+    /// After a peer leaves, some queued objects may have no peer left to ask (rare: a full scan).
+    fn recheck_queue(&mut self) {
+        let stuck = self
+            .queue
+            .iter()
+            .find(|i| !self.peers.is_empty() && self.peers.keys().all(|p| i.missing_at.contains(p)))
+            .cloned();
+        if let Some(item) = stuck {
+            self.check_servable(&item);
+        }
     }
 
     fn send(&mut self, now_ms: u64, out: &mut Vec<Output<P>>) {
@@ -457,6 +458,13 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 if item.missing_at.contains(&peer) {
                     skipped.push_back(item);
                     continue;
+                }
+                if item.attempts >= self.config.max_attempts {
+                    self.failure = Some(format!(
+                        "object {} failed {} attempts",
+                        item.want.id, item.attempts
+                    ));
+                    return;
                 }
                 item.attempts += 1;
                 items.push(item);
@@ -516,6 +524,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
 
     fn fail(&mut self, reason: String) -> Vec<Output<P>> {
         self.finished = true;
+        self.fresh.clear();
         self.queue.clear();
         self.in_flight.clear();
         vec![Output::Failed(reason)]
