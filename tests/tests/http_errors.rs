@@ -286,6 +286,65 @@ fn http_bad_requests_get_clear_4xx() {
             "twice",
         ),
         ("GET", "/api/nosuch".into(), vec![], 404, "no endpoint"),
+        (
+            "POST",
+            "/api/p2p/pull".into(),
+            br#"{"uuid":"xyz"}"#.to_vec(),
+            400,
+            "not a UUID",
+        ),
+        (
+            "POST",
+            "/api/p2p/pull".into(),
+            format!(r#"{{"uuid":"{root}","peers":["nope"]}}"#).into_bytes(),
+            400,
+            "PeerId",
+        ),
+        (
+            "POST",
+            "/api/p2p/pull".into(),
+            format!(r#"{{"uuid":"{root}","region":{{"offset":[0,0,0],"size":[0,1,1]}}}}"#)
+                .into_bytes(),
+            400,
+            "at least 1",
+        ),
+        (
+            "POST",
+            "/api/p2p/pull".into(),
+            format!(r#"{{"uuid":"{root}","instances":[]}}"#).into_bytes(),
+            400,
+            "empty",
+        ),
+        ("GET", "/api/p2p/jobs/abc".into(), vec![], 400, "job number"),
+        ("GET", "/api/p2p/jobs/999".into(), vec![], 404, "no job"),
+        (
+            "POST",
+            "/api/p2p/dial".into(),
+            br#"{"addr":"not a multiaddr"}"#.to_vec(),
+            400,
+            "multiaddr",
+        ),
+        (
+            "POST",
+            "/api/p2p/follow".into(),
+            br#"{"repo":"12"}"#.to_vec(),
+            400,
+            "repo root",
+        ),
+        (
+            "POST",
+            format!("/api/repo/{root}/share"),
+            br#"{"peers":["nope"]}"#.to_vec(),
+            400,
+            "PeerId",
+        ),
+        (
+            "POST",
+            format!("/api/node/{head}/publish"),
+            vec![],
+            400,
+            "mutable",
+        ),
     ];
     let total = cases.len();
     for (method, path, body, status, words) in cases {

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 
 /// How long a job waits for a connected peer that offers its version.
 const FIND_PEERS_FOR: Duration = Duration::from_secs(60);
+/// Failed pulls of one version after which following stops retrying it (a manual pull still can).
+const FOLLOW_MAX_FAILURES: usize = 3;
 
 /// What to pull.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,14 +145,15 @@ impl Jobs {
             if !follow.contains(&offered.head.repo.to_hex()) || holds(p2p, &uuid) {
                 continue;
             }
-            let busy = self
-                .saved
-                .lock()
-                .expect("jobs lock")
-                .jobs
-                .values()
-                .any(|(spec, st)| spec.uuid == uuid && st.state == "running");
-            if !busy {
+            let (running, failed) = {
+                let s = self.saved.lock().expect("jobs lock");
+                let of_uuid = || s.jobs.values().filter(|(spec, _)| spec.uuid == uuid);
+                (
+                    of_uuid().any(|(_, st)| st.state == "running"),
+                    of_uuid().filter(|(_, st)| st.state == "failed").count(),
+                )
+            };
+            if !running && failed < FOLLOW_MAX_FAILURES {
                 tracing::info!(version = %uuid, "following: pulling a new version");
                 self.start(
                     p2p,
