@@ -1,7 +1,7 @@
 //! The command line: `dvid serve` runs a node; the other commands are clients of a running node.
 
 use crate::client::Client;
-use crate::http::HttpConfig;
+use crate::http::{HttpConfig, Tokens};
 use crate::p2p::P2pConfig;
 use crate::server::{Backend, ServeConfig};
 use clap::{Parser, Subcommand};
@@ -26,6 +26,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8000"
     )]
     pub server: String,
+    /// Bearer token sent with client commands (the node's write or read token).
+    #[arg(long, global = true, env = "DVID_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +61,21 @@ pub enum Command {
         /// Cap on bytes per second sent to peers.
         #[arg(long)]
         max_upload_rate: Option<u64>,
+        /// Token that every request changing data must carry (Authorization: Bearer TOKEN).
+        #[arg(long, env = "DVID_WRITE_TOKEN", hide_env_values = true)]
+        write_token: Option<String>,
+        /// Token that reads must carry (the write token also works); reads are open without it.
+        #[arg(long, env = "DVID_READ_TOKEN", hide_env_values = true)]
+        read_token: Option<String>,
+    },
+    /// Check a stopped node's store: re-hash every object, walk every tree, check the version DAG.
+    /// Exits non-zero if anything is wrong.
+    Fsck {
+        #[arg(long, env = "DVID_DATA_DIR", default_value = "./dvid-data")]
+        data_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print this node's PeerId (creating its key in the data dir if needed).
     Id {
@@ -169,6 +187,8 @@ pub fn main() -> ExitCode {
             peer,
             mdns,
             max_upload_rate,
+            write_token,
+            read_token,
         } => serve(ServeConfig {
             backend: if memory {
                 Backend::Memory
@@ -176,7 +196,13 @@ pub fn main() -> ExitCode {
                 Backend::Fjall(data_dir)
             },
             http_addr: http,
-            http: HttpConfig { max_request_bytes },
+            http: HttpConfig {
+                max_request_bytes,
+                tokens: Tokens {
+                    write: write_token.filter(|t| !t.is_empty()),
+                    read: read_token.filter(|t| !t.is_empty()),
+                },
+            },
             p2p: P2pConfig {
                 listen,
                 peers: peer,
@@ -187,7 +213,8 @@ pub fn main() -> ExitCode {
         Command::Id { data_dir } => crate::p2p::identity::load_or_create(&data_dir).map(|k| {
             println!("{}", k.public().to_peer_id());
         }),
-        other => Client::new(&cli.server).and_then(|c| c.run(other)),
+        Command::Fsck { data_dir, json } => fsck(&data_dir, json),
+        other => Client::new(&cli.server, cli.token.as_deref()).and_then(|c| c.run(other)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +223,48 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks a store offline and prints what was checked and found.
+fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "no store at {}: the data dir does not exist",
+        data_dir.display()
+    );
+    let store = dvid_store::Store::open_fjall(data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the store at {} (is a node still running on it?): {e}",
+            data_dir.display()
+        )
+    })?;
+    let report = store.fsck()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} objects ({} bytes), {} tree nodes, {} entries, {} versions, {} working entries",
+            report.objects_checked,
+            report.object_bytes_checked,
+            report.tree_nodes_checked,
+            report.entries_checked,
+            report.versions_checked,
+            report.working_entries_checked
+        );
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+    }
+    anyhow::ensure!(
+        report.is_clean(),
+        "{} problem(s) found in {}",
+        report.problem_count,
+        data_dir.display()
+    );
+    if !json {
+        println!("no problems found");
+    }
+    Ok(())
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {

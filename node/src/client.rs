@@ -11,17 +11,28 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str) -> anyhow::Result<Self> {
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .context("the token must be printable ASCII")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         Ok(Self {
             base: server.trim_end_matches('/').to_string(),
-            http: reqwest::blocking::Client::builder().build()?,
+            http: reqwest::blocking::Client::builder()
+                .default_headers(headers)
+                .build()?,
         })
     }
 
     /// Runs one client command and prints the node's answer.
     pub fn run(&self, command: Command) -> anyhow::Result<()> {
         let answer = match command {
-            Command::Serve { .. } | Command::Id { .. } => unreachable!("not a client command"),
+            Command::Serve { .. } | Command::Id { .. } | Command::Fsck { .. } => {
+                unreachable!("not a client command")
+            }
             Command::Pull {
                 uuid,
                 from,

@@ -48,12 +48,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding HTTP to {}: {e}", config.http_addr))?;
     let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && config.http.tokens.write.is_none() {
+        println!(
+            "dvid: warning: HTTP API bound to {addr}, beyond loopback, without --write-token: anyone who reaches it can change data"
+        );
+    }
     // Tests and scripts read this line to learn the port when binding port 0.
     println!(
         "dvid: HTTP API listening on http://{addr} ({} store)",
         store.backend()
     );
-    run(listener, store, p2p, config.http, shutdown_signal()).await
+    run(listener, store.clone(), p2p, config.http, shutdown_signal()).await?;
+    // A planned stop leaves nothing for the next start to replay.
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    Ok(())
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` completes, then lets requests in flight finish.

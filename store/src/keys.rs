@@ -30,6 +30,13 @@ pub fn working(instance: u32, version: u32, index: &[u8]) -> Vec<u8> {
     [&working_prefix(instance, version)[..], index].concat()
 }
 
+/// The (instance id, version id) a working key belongs to.
+pub fn parse_working(key: &[u8]) -> Option<(u32, u32)> {
+    let inst = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+    let version = u32::from_be_bytes(key.get(4..8)?.try_into().ok()?);
+    Some((inst, version))
+}
+
 /// Exclusive upper bound of all keys starting with `prefix`, or `None` if there is none.
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -50,6 +57,8 @@ mod tests {
     fn keys_golden_layout() {
         assert_eq!(repo(1), b"r/\0\0\0\x01");
         assert_eq!(working(1, 2, b"k"), b"\0\0\0\x01\0\0\0\x02k");
+        assert_eq!(parse_working(&working(1, 2, b"k")), Some((1, 2)));
+        assert_eq!(parse_working(b"short"), None);
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff"), None);
         assert!(version(255) < version(256));

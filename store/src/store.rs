@@ -87,6 +87,12 @@ impl Store {
         })
     }
 
+    /// Writes buffered records into the engine's files (at a planned stop).
+    pub fn flush(&self) -> Result<()> {
+        let _gate = self.gate.write();
+        self.meta.flush()
+    }
+
     /// Name of the storage engine, for server info.
     pub fn backend(&self) -> &'static str {
         self.backend
@@ -681,7 +687,7 @@ fn new_version(
 }
 
 /// The commit hash of `v` as committed in `repo` (see [`crate::manifest::commit_hash`]).
-fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
+pub(crate) fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
     let mut parents = Vec::new();
     for p in &v.parents {
         parents.push(c.version(*p)?.commit_hash);

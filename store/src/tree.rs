@@ -811,8 +811,8 @@ mod tests {
         fn put_objects(&self, objects: &[(ObjectId, Vec<u8>)]) -> Result<()> {
             self.0.put_objects(objects)
         }
-        fn for_each_object(&self, visit: &mut dyn FnMut(&ObjectId, &[u8]) -> bool) -> Result<()> {
-            self.0.for_each_object(visit)
+        fn for_each_object_id(&self, visit: &mut dyn FnMut(&ObjectId) -> bool) -> Result<()> {
+            self.0.for_each_object_id(visit)
         }
     }
 

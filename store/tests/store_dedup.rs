@@ -19,7 +19,7 @@ fn settings(name: &str) -> InstanceSettings {
 fn count(objects: &dyn ObjectStore) -> usize {
     let mut n = 0;
     objects
-        .for_each_object(&mut |_, _| {
+        .for_each_object_id(&mut |_| {
             n += 1;
             true
         })

@@ -33,17 +33,24 @@ pub struct Node {
     child: Option<Child>,
     pub url: String,
     pub data_dir: PathBuf,
+    /// What the node printed before it listened (warnings, peer id).
+    pub startup: Vec<String>,
     http: reqwest::blocking::Client,
 }
 
 impl Node {
     /// Starts a node on the fjall store in `data_dir`, with extra `serve` flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a node with its HTTP API bound to `http` (an address with port 0).
+    pub fn start_on(data_dir: &Path, http: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(dvid_bin())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", http])
             .args(extra)
             .env("RUST_LOG", "warn,libp2p_kad=error")
             .stdout(Stdio::piped())
@@ -52,14 +59,18 @@ impl Node {
             .expect("spawning dvid");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut startup = Vec::new();
         let url = loop {
             let line = lines
                 .next()
                 .expect("dvid exited before listening")
                 .expect("reading dvid stdout");
             if let Some(rest) = line.strip_prefix("dvid: HTTP API listening on ") {
-                break rest.split_whitespace().next().expect("url").to_string();
+                // A wildcard bind is reached through loopback.
+                let url = rest.split_whitespace().next().expect("url");
+                break url.replace("0.0.0.0", "127.0.0.1");
             }
+            startup.push(line);
         };
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -67,11 +78,14 @@ impl Node {
             child: Some(child),
             url,
             data_dir: data_dir.to_path_buf(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("http client"),
+            startup,
+            http: client(None),
         }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every later request of this handle.
+    pub fn authorize(&mut self, token: &str) {
+        self.http = client(Some(token));
     }
 
     /// Starts a node that also listens for peers on loopback TCP.
@@ -285,6 +299,19 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
+}
+
+fn client(token: Option<&str>) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let v = format!("Bearer {t}").parse().expect("token header");
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .default_headers(headers)
+        .build()
+        .expect("http client")
 }
 
 fn ok_json(r: Response) -> Value {

@@ -1,6 +1,7 @@
 //! DVID's HTTP API over axum. Handlers parse and check the request, then run the store call on a
 //! blocking thread (fjall blocks), and answer with DVID's JSON shapes or a 4xx that says what was wrong.
 
+mod auth;
 mod data;
 mod error;
 mod info;
@@ -8,6 +9,7 @@ mod p2p;
 mod params;
 mod repo;
 
+pub use auth::Tokens;
 pub use error::{ApiError, ApiResult};
 
 use axum::Router;
@@ -26,12 +28,15 @@ use std::time::Instant;
 pub struct HttpConfig {
     /// Largest request body, and largest voxel response, in bytes; beyond it: 413.
     pub max_request_bytes: usize,
+    /// Bearer tokens that requests need, if any.
+    pub tokens: Tokens,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             max_request_bytes: 1 << 30,
+            tokens: Tokens::default(),
         }
     }
 }
@@ -124,6 +129,10 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         .layer(middleware::from_fn_with_state(
             config.max_request_bytes,
             refuse_oversized,
+        ))
+        .layer(middleware::from_fn_with_state(
+            config.tokens.clone(),
+            auth::require_token,
         ))
         .with_state(state)
 }
