@@ -61,6 +61,16 @@ pub enum Command {
         /// Cap on bytes per second sent to peers.
         #[arg(long)]
         max_upload_rate: Option<u64>,
+        /// Cap on bytes per second sent to any one peer.
+        #[arg(long)]
+        max_peer_upload_rate: Option<u64>,
+        /// Requests per second one peer may send (bursts up to twice this); beyond it requests
+        /// are refused and a peer that keeps on is banned.
+        #[arg(long, default_value_t = 200.0)]
+        max_peer_requests_per_sec: f64,
+        /// Test mode: behave like a hostile peer (for tests of how nodes defend themselves).
+        #[arg(long, hide = true)]
+        misbehave: Option<crate::p2p::Misbehave>,
         /// Token that every request changing data must carry (Authorization: Bearer TOKEN).
         #[arg(long, env = "DVID_WRITE_TOKEN", hide_env_values = true)]
         write_token: Option<String>,
@@ -187,6 +197,9 @@ pub fn main() -> ExitCode {
             peer,
             mdns,
             max_upload_rate,
+            max_peer_upload_rate,
+            max_peer_requests_per_sec,
+            misbehave,
             write_token,
             read_token,
         } => serve(ServeConfig {
@@ -208,6 +221,12 @@ pub fn main() -> ExitCode {
                 peers: peer,
                 mdns,
                 max_upload_rate,
+                max_peer_upload_rate,
+                limits: crate::p2p::guard::Limits {
+                    requests_per_sec: max_peer_requests_per_sec.max(1.0),
+                    ..Default::default()
+                },
+                misbehave,
             },
         }),
         Command::Id { data_dir } => crate::p2p::identity::load_or_create(&data_dir).map(|k| {

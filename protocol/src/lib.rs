@@ -2,11 +2,12 @@
 //!
 //! - [`wire`]: the messages peers exchange, their framing and size bounds;
 //! - [`pull`]: the sans-IO engine that replicates a version by fetching only the objects a node lacks;
-//! - [`serve`]: answering peers from the local store, checked against the sharing policy.
+//! - [`serve`]: answering peers from the local store, checked against the sharing policy;
+//! - [`seal`]: signing locked versions with the node's key and checking the seals peers send.
 //!
-//! The libp2p transport that carries these messages between real processes is not here yet (see the
-//! README's "Not yet here").
+//! The libp2p transport that carries these messages between processes lives in the node.
 
 pub mod pull;
+pub mod seal;
 pub mod serve;
 pub mod wire;

@@ -9,15 +9,19 @@ use dvid_store::{ObjectId, Store, StoreError};
 /// The answer to `request` from `peer` (its PeerId as text).
 pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
     match request {
+        // Unsealed versions (locked by a store without a key) are not announced: peers drop them.
         Request::Heads => Response::Heads(
             store
                 .offers(peer)
                 .into_iter()
-                .map(|o| Head {
-                    repo: o.repo,
-                    version: o.version,
-                    parents: o.parents,
-                    commit_hash: o.commit_hash,
+                .filter_map(|o| {
+                    Some(Head {
+                        repo: o.repo,
+                        version: o.version,
+                        parents: o.parents,
+                        commit_hash: o.commit_hash,
+                        seal: o.seal?,
+                    })
                 })
                 .collect(),
         ),

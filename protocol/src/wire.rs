@@ -4,8 +4,8 @@
 //! wire, so variants are only ever appended, never reordered or removed. Every decoder takes untrusted
 //! bytes and checks sizes before allocating.
 
-use dvid_store::ObjectId;
 use dvid_store::catalog::Uuid;
+use dvid_store::{ObjectId, Seal};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -17,6 +17,12 @@ pub const MAX_FRAME_BYTES: usize = 64 << 20;
 pub const MAX_WANTS_PER_REQUEST: usize = 64;
 /// Longest tree path or key carried in a want.
 pub const MAX_PATH_BYTES: usize = 64;
+/// Most heads in one answer.
+pub const MAX_HEADS: usize = 10_000;
+/// Most parents of one head (merges of many branches).
+pub const MAX_PARENTS: usize = 64;
+/// Largest seal signer key or signature (ed25519 keys and signatures are far smaller).
+pub const MAX_SEAL_PART_BYTES: usize = 256;
 
 /// Why bytes from a peer were refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,13 +71,14 @@ pub enum Request {
     Objects { version: Uuid, wants: Vec<Want> },
 }
 
-/// A locked version a node offers.
+/// A locked version a node offers, sealed by the node that locked it (see [`crate::seal`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     pub repo: Uuid,
     pub version: Uuid,
     pub parents: Vec<Uuid>,
     pub commit_hash: ObjectId,
+    pub seal: Seal,
 }
 
 /// One object of a reply, in the order asked.
@@ -164,15 +171,27 @@ impl Bounded for Request {
 
 impl Bounded for Response {
     fn check_bounds(&self) -> Result<(), WireError> {
-        if let Response::Objects(replies) = self
-            && replies.len() > MAX_WANTS_PER_REQUEST
-        {
-            return Err(WireError::OutOfBounds(format!(
-                "{} object replies",
-                replies.len()
-            )));
+        match self {
+            Response::Objects(replies) if replies.len() > MAX_WANTS_PER_REQUEST => Err(
+                WireError::OutOfBounds(format!("{} object replies", replies.len())),
+            ),
+            Response::Heads(heads) if heads.len() > MAX_HEADS => Err(WireError::OutOfBounds(
+                format!("{} heads; the limit is {MAX_HEADS}", heads.len()),
+            )),
+            Response::Heads(heads) => heads.iter().try_for_each(|h| {
+                let big = h.parents.len() > MAX_PARENTS
+                    || h.seal.signer.len() > MAX_SEAL_PART_BYTES
+                    || h.seal.signature.len() > MAX_SEAL_PART_BYTES;
+                match big {
+                    true => Err(WireError::OutOfBounds(format!(
+                        "head of {} with an oversized parent list or seal",
+                        h.version
+                    ))),
+                    false => Ok(()),
+                }
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! answered by direct calls. Full, incremental, region and resumed pulls; refusals; a lying peer.
 
 use dvid_protocol::pull::{Output, Progress, Pull, PullConfig};
+use dvid_protocol::seal::{self, KeySealer};
 use dvid_protocol::serve::answer;
 use dvid_protocol::wire::{ObjectReply, Request, Response, Want, WantPath};
 use dvid_store::catalog::Uuid;
@@ -9,7 +10,9 @@ use dvid_store::{
     Codec, DataKind, InstanceSettings, ObjectId, Replica, Restriction, Store, StoreError,
     Subvolume, VersionManifest,
 };
+use libp2p_identity::Keypair;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 fn settings(name: &str, kind: DataKind) -> InstanceSettings {
     InstanceSettings {
@@ -33,6 +36,7 @@ fn volume(size: usize, seed: u8) -> Vec<u8> {
 /// An origin with a 64^3 grayscale volume (512 blocks) and 100 keys, committed and shared with "recv".
 fn origin() -> (Store, String) {
     let s = Store::open_memory().unwrap();
+    s.set_sealer(Arc::new(KeySealer::new(Keypair::generate_ed25519())));
     let root = s.create_repo("origin", "pull tests").unwrap().to_hex();
     s.create_instance(&root, settings("gray", DataKind::Uint8Blk))
         .unwrap();
@@ -77,7 +81,11 @@ fn pull(
 ) -> Result<Outcome, String> {
     let version = Uuid(u128::from_str_radix(version, 16).unwrap());
     let manifest = match answer(peers[0].store, "recv", Request::Manifest { version }) {
-        Response::Manifest(bytes) => VersionManifest::decode(&bytes).map_err(|e| e.to_string())?,
+        Response::Manifest(bytes) => {
+            let m = VersionManifest::decode(&bytes).map_err(|e| e.to_string())?;
+            seal::verify_manifest(&m).map_err(|e| e.to_string())?;
+            m
+        }
         Response::Refused(r) => return Err(format!("refused: {r}")),
         other => return Err(format!("unexpected {other:?}")),
     };
@@ -482,4 +490,38 @@ fn import_refuses_a_forged_manifest() {
     );
     let recv = Store::open_memory().unwrap();
     assert!(recv.import_version(&m, None).is_err());
+}
+
+#[test]
+fn seal_heads_and_manifests_name_the_locker() {
+    let key = Keypair::generate_ed25519();
+    let (o, root) = origin();
+    o.set_sealer(Arc::new(KeySealer::new(key.clone())));
+    let child = o.new_version(&root, "").unwrap().to_hex();
+    o.kv_put(&child, "kv", "key1", b"changed".to_vec()).unwrap();
+    o.commit(&child, None, &[]).unwrap();
+
+    let Response::Heads(heads) = answer(&o, "recv", Request::Heads) else {
+        panic!("no heads")
+    };
+    assert_eq!(heads.len(), 2);
+    let h = heads.iter().find(|h| h.version.to_hex() == child).unwrap();
+    assert_eq!(seal::verify_head(h), Ok(key.public().to_peer_id()));
+    let mut altered = h.clone();
+    altered.commit_hash = heads
+        .iter()
+        .find(|x| x.version != h.version)
+        .unwrap()
+        .commit_hash;
+    assert!(seal::verify_head(&altered).is_err());
+
+    let m = o.version_manifest(&child).unwrap();
+    assert_eq!(seal::verify_manifest(&m), Ok(key.public().to_peer_id()));
+    // A seal moved from the parent onto the child does not verify.
+    let mut swapped = m.clone();
+    swapped.versions[1].seal = swapped.versions[0].seal.clone();
+    assert!(seal::verify_manifest(&swapped).is_err());
+    let mut stripped = m;
+    stripped.versions[0].seal = None;
+    assert!(seal::verify_manifest(&stripped).is_err());
 }

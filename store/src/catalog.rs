@@ -131,6 +131,8 @@ pub struct Version {
     pub roots: BTreeMap<u32, TreeRef>,
     /// Set when locked: see [`crate::manifest::commit_hash`].
     pub commit_hash: Option<ObjectId>,
+    /// Set when locked by a node with a key: see [`crate::manifest::Seal`].
+    pub seal: Option<crate::manifest::Seal>,
     /// What of this version this node holds.
     pub replica: crate::manifest::Replica,
     /// Any peer may fetch this (locked) version.
@@ -283,6 +285,7 @@ mod tests {
             updated: now(),
             roots: BTreeMap::new(),
             commit_hash: None,
+            seal: None,
             replica: crate::manifest::Replica::Full,
             published: false,
         }

@@ -27,6 +27,6 @@ pub use error::{Result, StoreError};
 pub use fsck::FsckReport;
 pub use geometry::{Point, Subvolume};
 pub use keyvalue::MAX_VALUE_BYTES;
-pub use manifest::{Replica, Restriction, VersionManifest};
+pub use manifest::{Replica, Restriction, Seal, Sealer, VersionManifest};
 pub use object::ObjectId;
 pub use store::{InstanceSettings, MAX_BLOCK_BYTES, MAX_BLOCK_EDGE, Store};

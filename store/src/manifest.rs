@@ -39,6 +39,32 @@ pub struct VersionDef {
     /// Roots by instance data UUID.
     pub roots: BTreeMap<Uuid, TreeRef>,
     pub commit_hash: ObjectId,
+    /// The signature of the node that locked it (checked by the receiver, which holds the crypto).
+    pub seal: Option<Seal>,
+}
+
+/// The signature of the node that locked a version, over [`seal_message`]. `signer` is the
+/// node's public key in libp2p's protobuf encoding, so the PeerId of the locker follows from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub signer: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Signs seal messages with the node's key (the store itself holds no crypto).
+pub trait Sealer: Send + Sync {
+    fn seal(&self, message: &[u8]) -> Seal;
+}
+
+/// Domain tag of seal messages, so a seal can never be taken for another signature of the key.
+const SEAL_DOMAIN: &[u8] = b"dvid-version-seal-v1";
+
+/// What a seal signs: the repo, the version, its parents and its commit hash (which covers the
+/// parents' hashes, the instance roots and the branch).
+pub fn seal_message(repo: Uuid, version: Uuid, parents: &[Uuid], commit_hash: ObjectId) -> Vec<u8> {
+    let body = postcard::to_stdvec(&(repo, version, parents, commit_hash))
+        .expect("seal content serializes");
+    [SEAL_DOMAIN, &body].concat()
 }
 
 /// Everything a peer needs, besides objects, to replicate `target`.
@@ -186,6 +212,11 @@ impl VersionManifest {
             return Err(bad("the chain does not end at the target".into()));
         }
         Ok(())
+    }
+
+    /// The message each version's seal must sign.
+    pub fn seal_message_of(&self, v: &VersionDef) -> Vec<u8> {
+        seal_message(self.repo_root, v.uuid, &v.parents, v.commit_hash)
     }
 
     /// The target version's definition.

@@ -50,6 +50,7 @@ impl Store {
                     .filter_map(|(i, r)| data_uuid.get(i).map(|d| (*d, *r)))
                     .collect(),
                 commit_hash,
+                seal: v.seal.clone(),
             });
         }
         Ok(VersionManifest {
@@ -193,6 +194,7 @@ impl Store {
                     .map(|(du, r)| (local_instance[du], *r))
                     .collect(),
                 commit_hash: Some(d.commit_hash),
+                seal: d.seal.clone(),
                 replica,
                 published: false,
             });

@@ -21,6 +21,7 @@ pub struct Offer {
     pub version: Uuid,
     pub parents: Vec<Uuid>,
     pub commit_hash: crate::ObjectId,
+    pub seal: Option<crate::Seal>,
 }
 
 impl Store {
@@ -115,6 +116,7 @@ impl Store {
                             .map(|p| p.uuid)
                             .collect(),
                         commit_hash: h,
+                        seal: v.seal.clone(),
                     });
                 }
             }

@@ -7,7 +7,7 @@
 
 use crate::catalog::{Catalog, DataKind, Instance, Repo, Uuid, Version, now};
 use crate::engine::{BatchOp, FjallEngine, MemEngine, ObjectStore, OrderedStore, Space};
-use crate::manifest::Replica;
+use crate::manifest::{Replica, Sealer, seal_message};
 use crate::tree::{Change, Entry, TreeRef, Trees};
 use crate::{Codec, ObjectId, Result, StoreError, keys};
 use parking_lot::{Mutex, RwLock};
@@ -52,6 +52,7 @@ pub struct Store {
     pub(crate) trees: Trees,
     pub(crate) catalog: RwLock<Catalog>,
     pub(crate) gate: RwLock<()>,
+    sealer: RwLock<Option<Arc<dyn Sealer>>>,
     instance_locks: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
     backend: &'static str,
 }
@@ -82,9 +83,15 @@ impl Store {
             objects,
             catalog: RwLock::new(catalog),
             gate: RwLock::new(()),
+            sealer: RwLock::new(None),
             instance_locks: Mutex::new(HashMap::new()),
             backend,
         })
+    }
+
+    /// Signs every version this store commits from now on (with the node's key).
+    pub fn set_sealer(&self, sealer: Arc<dyn Sealer>) {
+        *self.sealer.write() = Some(sealer);
     }
 
     /// Writes buffered records into the engine's files (at a planned stop).
@@ -309,7 +316,16 @@ impl Store {
         v.log.extend(log.iter().cloned());
         v.locked = true;
         v.updated = now();
-        v.commit_hash = Some(commit_hash(&c, &repo, &v)?);
+        let hash = commit_hash(&c, &repo, &v)?;
+        v.commit_hash = Some(hash);
+        if let Some(sealer) = self.sealer.read().as_ref() {
+            let parents: Vec<Uuid> = v
+                .parents
+                .iter()
+                .map(|p| c.version(*p).map(|pv| pv.uuid))
+                .collect::<Result<_>>()?;
+            v.seal = Some(sealer.seal(&seal_message(repo.root, v.uuid, &parents, hash)));
+        }
         batch.push(put_record(keys::version(vid), &v));
         self.meta.write(batch)?;
         let committed = v.uuid;
@@ -681,6 +697,7 @@ fn new_version(
         updated: t,
         roots,
         commit_hash: None,
+        seal: None,
         replica: Replica::Full,
         published: false,
     }

@@ -93,6 +93,8 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         .route("/api/p2p/info", get(p2p::info))
         .route("/api/p2p/dial", post(p2p::dial))
         .route("/api/p2p/heads", get(p2p::heads))
+        .route("/api/p2p/conflicts", get(p2p::conflicts))
+        .route("/api/p2p/peers", get(p2p::peers))
         .route("/api/p2p/pull", post(p2p::pull))
         .route("/api/p2p/jobs/{job}", get(p2p::job))
         .route("/api/p2p/follow", post(p2p::follow))

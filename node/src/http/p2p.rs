@@ -50,7 +50,56 @@ pub async fn heads(State(s): State<AppState>) -> Json<Value> {
                 "uuid": o.head.version.to_hex(),
                 "parents": o.head.parents.iter().map(Uuid::to_hex).collect::<Vec<_>>(),
                 "commit_hash": o.head.commit_hash.to_hex(),
+                "locked_by": o.locked_by.to_string(),
                 "peers": o.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// Versions claimed with several commit hashes (by peers, or by a peer and this node).
+pub async fn conflicts(State(s): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .p2p
+        .conflicts()
+        .into_iter()
+        .map(|c| {
+            let claims: Vec<Value> = c
+                .claims
+                .iter()
+                .map(|(hash, by, peers)| {
+                    json!({
+                        "commit_hash": hash.to_hex(),
+                        "locked_by": by.map_or("this node".to_string(), |p| p.to_string()),
+                        "peers": peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({"repo": c.repo.to_hex(), "uuid": c.version.to_hex(), "claims": claims})
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// Each peer's conduct: requests served and refused, bytes sent, strikes, ban.
+pub async fn peers(State(s): State<AppState>) -> Json<Value> {
+    let connected = s.p2p.connected();
+    let list: Vec<Value> = s
+        .p2p
+        .guard
+        .conduct()
+        .into_iter()
+        .map(|(peer, c)| {
+            json!({
+                "peer": peer.to_string(),
+                "connected": connected.contains(&peer),
+                "requests_served": c.requests_served,
+                "requests_refused": c.requests_refused,
+                "bytes_sent": c.bytes_sent,
+                "heads_rejected": c.heads_rejected,
+                "strikes": c.strikes,
+                "banned": c.banned,
             })
         })
         .collect();

@@ -1,12 +1,18 @@
 //! The request/response exchange over libp2p streams: one stream per request, framed by
-//! `dvid_protocol::wire`. Serving runs the policy-checked answer on a blocking thread and writes
-//! under the node's upload rate cap.
+//! `dvid_protocol::wire`. Serving admits the request through the peer's guard, runs the
+//! policy-checked answer on a blocking thread and writes under the node's and the peer's upload caps.
+//! The test modes of a hostile node (spoiled answers, floods, oversized frames) live here too.
 
+use super::guard::Offence;
+use super::{Misbehave, P2p};
+use dvid_protocol::seal::KeySealer;
 use dvid_protocol::serve;
-use dvid_protocol::wire::{self, Bounded, Request, Response};
-use dvid_store::Store;
+use dvid_protocol::wire::{self, Bounded, ObjectReply, Request, Response, WireError};
+use dvid_store::manifest::seal_message;
+use dvid_store::{ObjectId, Sealer};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -50,13 +56,9 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de> + Bounded>(
     Ok(wire::decode_body(&body)?)
 }
 
-/// Serves incoming requests until the node stops.
-pub async fn serve_incoming(
-    mut control: libp2p_stream::Control,
-    store: Arc<Store>,
-    limiter: Arc<RateLimiter>,
-) {
-    let mut incoming = match control.accept(PROTOCOL) {
+/// Serves incoming requests until the node stops. Each request passes the peer's guard first.
+pub async fn serve_incoming(p2p: P2p, limits: Arc<UploadLimits>) {
+    let mut incoming = match p2p.control.clone().accept(PROTOCOL) {
         Ok(i) => i,
         Err(e) => {
             tracing::error!("cannot accept {PROTOCOL}: {e}");
@@ -69,9 +71,9 @@ pub async fn serve_incoming(
             tracing::warn!(%peer, "dropping a request: {MAX_INBOUND} already being served");
             continue;
         };
-        let (store, limiter) = (store.clone(), limiter.clone());
+        let (p2p, limits) = (p2p.clone(), limits.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_one(peer, stream, store, limiter).await {
+            if let Err(e) = serve_one(&p2p, peer, stream, &limits).await {
                 tracing::debug!(%peer, "request failed: {e:#}");
             }
             drop(permit);
@@ -80,22 +82,147 @@ pub async fn serve_incoming(
 }
 
 async fn serve_one(
+    p2p: &P2p,
     peer: PeerId,
     mut stream: Stream,
-    store: Arc<Store>,
-    limiter: Arc<RateLimiter>,
+    limits: &UploadLimits,
 ) -> anyhow::Result<()> {
-    let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await??;
-    let resp =
+    let _slot = match p2p.guard.admit(peer, Instant::now()) {
+        Ok(slot) => slot,
+        Err((why, banned)) => {
+            if let Some(reason) = banned {
+                p2p.ban(peer, &reason);
+            }
+            // Dropping the stream resets it: the cheapest answer to a peer over its limits.
+            anyhow::bail!("not served: {why:?}");
+        }
+    };
+    let req: Request = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await? {
+        Ok(req) => req,
+        Err(e) => {
+            match e.downcast_ref::<WireError>() {
+                Some(WireError::TooLarge(_)) => p2p.offence(peer, Offence::Oversized),
+                Some(_) => p2p.offence(peer, Offence::Malformed),
+                None => {}
+            }
+            return Err(e);
+        }
+    };
+    let store = p2p.store.clone();
+    let mut resp =
         tokio::task::spawn_blocking(move || serve::answer(&store, &peer.to_string(), req)).await?;
+    if let Some(m) = p2p.misbehave {
+        misbehave(&mut resp, m, &p2p.key);
+    }
     let frame = wire::encode(&resp);
     for chunk in frame.chunks(64 * 1024) {
-        limiter.take(chunk.len()).await;
+        limits.take(peer, chunk.len()).await;
         stream.write_all(chunk).await?;
+        p2p.guard.sent(peer, chunk.len());
     }
     stream.flush().await?;
     let _ = stream.close().await;
     Ok(())
+}
+
+/// Test mode: spoils an honest answer the way a hostile peer would.
+fn misbehave(resp: &mut Response, m: Misbehave, key: &libp2p::identity::Keypair) {
+    match (m, resp) {
+        (Misbehave::CorruptObjects, Response::Objects(replies)) => {
+            for r in replies {
+                if let ObjectReply::Found(bytes) = r
+                    && let Some(b) = bytes.first_mut()
+                {
+                    *b ^= 0xff;
+                }
+            }
+        }
+        (Misbehave::ForgeHeads | Misbehave::ResealHeads, Response::Heads(heads)) => {
+            for h in heads {
+                h.commit_hash = ObjectId::of(&h.commit_hash.0);
+                if m == Misbehave::ResealHeads {
+                    let message = seal_message(h.repo, h.version, &h.parents, h.commit_hash);
+                    h.seal = KeySealer::new(key.clone()).seal(&message);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Test mode: hammers a peer it has just met, until the peer cuts it off (or a minute passes).
+pub async fn attack(p2p: P2p, victim: PeerId, m: Misbehave) {
+    tracing::warn!(%victim, "test mode: attacking peer ({m:?})");
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let mut control = p2p.control.clone();
+        workers.push(tokio::spawn(async move {
+            let mut failures = 0;
+            while Instant::now() < until && failures < 200 {
+                let sent = match m {
+                    Misbehave::Oversized => send_oversized(&mut control, victim).await,
+                    _ => request(&mut control, victim, &Request::Heads)
+                        .await
+                        .map(|_| ()),
+                };
+                if sent.is_err() {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// Opens a stream and claims a frame far over the protocol's bound.
+async fn send_oversized(control: &mut libp2p_stream::Control, peer: PeerId) -> anyhow::Result<()> {
+    let mut stream = control
+        .open_stream(peer, PROTOCOL)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let claimed = (wire::MAX_FRAME_BYTES as u32 + 1).to_le_bytes();
+    stream.write_all(&claimed).await?;
+    stream.write_all(&[0xab; 4096]).await?;
+    stream.flush().await?;
+    let mut buf = [0u8; 1];
+    let _ = stream.read(&mut buf).await;
+    Ok(())
+}
+
+/// The node-wide upload cap (`--max-upload-rate`) and the cap per peer (`--max-peer-upload-rate`).
+pub struct UploadLimits {
+    all: RateLimiter,
+    per_peer: Option<u64>,
+    peers: std::sync::Mutex<HashMap<PeerId, Arc<RateLimiter>>>,
+}
+
+impl UploadLimits {
+    pub fn new(all: Option<u64>, per_peer: Option<u64>) -> Self {
+        Self {
+            all: RateLimiter::new(all),
+            per_peer: per_peer.filter(|&r| r > 0),
+            peers: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until `n` bytes may be sent to `peer`.
+    async fn take(&self, peer: PeerId, n: usize) {
+        if self.per_peer.is_some() {
+            let limiter = self
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(peer)
+                .or_insert_with(|| Arc::new(RateLimiter::new(self.per_peer)))
+                .clone();
+            limiter.take(n).await;
+        }
+        self.all.take(n).await;
+    }
 }
 
 /// Caps the bytes per second a node sends to peers (`--max-upload-rate`): a token bucket holding at

@@ -214,10 +214,13 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
     for &peer in &peers {
         match p2p.request(peer, &Request::Manifest { version }).await {
             Ok(Response::Manifest(bytes)) => match VersionManifest::decode(&bytes) {
-                Ok(m) if m.target == version => {
-                    manifest = Some(m);
-                    break;
-                }
+                Ok(m) if m.target == version => match dvid_protocol::seal::verify_manifest(&m) {
+                    Ok(_) => {
+                        manifest = Some(m);
+                        break;
+                    }
+                    Err(e) => refusals.push(format!("{peer} sent a manifest with a bad seal: {e}")),
+                },
                 Ok(_) => refusals.push(format!("{peer} sent the manifest of another version")),
                 Err(e) => refusals.push(format!("{peer} sent a bad manifest: {e}")),
             },
@@ -320,6 +323,14 @@ async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<Pe
             p2p.discover(version);
             next_lookup = Instant::now() + Duration::from_secs(3);
         }
+        if named.is_empty()
+            && let Some(c) = p2p.conflicts().into_iter().find(|c| c.version == version)
+        {
+            return Err(format!(
+                "peers claim {} different commit hashes for version {version}: not pulling it; name a peer you trust with \"peers\" (see /api/p2p/conflicts)",
+                c.claims.len()
+            ));
+        }
         if Instant::now() > deadline {
             return Err(if named.is_empty() {
                 format!(
@@ -364,6 +375,7 @@ async fn carry_out(
             }
             Output::Ban { peer, reason } => {
                 tracing::warn!(%peer, "dropping peer from the pull: {reason}");
+                p2p.offence(peer, super::guard::Offence::BadObject);
             }
             Output::Failed(reason) => return Err(reason),
             Output::Done => {

@@ -6,28 +6,36 @@
 //! Gossipsub carries a small announcement when a node commits, shares or publishes, so peers ask at
 //! once instead of at the next poll.
 //!
+//! Defence: heads must carry a valid seal of the node that locked the version; two commit hashes
+//! claimed for one version are reported as a conflict and neither is pulled unless a peer is named.
+//! [`guard`] limits each peer's requests and bans peers that flood, send oversized or undecodable
+//! frames, forge heads or lie about objects (libp2p's block list then refuses them).
+//!
 //! Discovery: a node provides Kademlia records for its shared repos and published versions. A pull or
 //! follow that finds no connected peer offering what it needs looks the providers up and dials them.
 
 mod exchange;
+pub mod guard;
 pub mod identity;
 pub mod jobs;
 
 pub use exchange::RateLimiter;
 
+use dvid_protocol::seal::{self, KeySealer};
 use dvid_protocol::wire::{Head, Request, Response};
+use dvid_store::ObjectId;
 use dvid_store::Store;
 use dvid_store::catalog::Uuid;
 use futures::StreamExt;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, gossipsub, identify, identity::Keypair, kad, mdns, noise,
-    ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits, gossipsub, identify,
+    identity::Keypair, kad, mdns, noise, ping, tcp, yamux,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Topic of head announcements.
@@ -42,10 +50,32 @@ pub struct P2pConfig {
     pub peers: Vec<Multiaddr>,
     pub mdns: bool,
     pub max_upload_rate: Option<u64>,
+    /// Cap on bytes per second sent to any one peer.
+    pub max_peer_upload_rate: Option<u64>,
+    pub limits: guard::Limits,
+    /// Test mode: behave like a hostile peer.
+    pub misbehave: Option<Misbehave>,
+}
+
+/// Ways a node can be told to misbehave, so tests can run real nodes against a hostile peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Misbehave {
+    /// Flip a byte in every object it serves.
+    CorruptObjects,
+    /// Announce heads with an altered commit hash under the original seal.
+    ForgeHeads,
+    /// Announce heads with an altered commit hash, sealed with its own key.
+    ResealHeads,
+    /// Send requests to every peer it meets as fast as it can.
+    Flood,
+    /// Send frames longer than the protocol allows to every peer it meets.
+    Oversized,
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -58,6 +88,7 @@ enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
     Announce(Uuid),
     Discover(Uuid),
+    Ban(PeerId),
 }
 
 /// The Kademlia key naming a repo root or a version.
@@ -70,7 +101,10 @@ fn provider_key(uuid: Uuid) -> kad::RecordKey {
 struct NetState {
     listen_addrs: Vec<Multiaddr>,
     connected: BTreeSet<PeerId>,
-    heads: BTreeMap<PeerId, Vec<Head>>,
+    /// Verified heads of each peer, with the PeerId that sealed each.
+    heads: BTreeMap<PeerId, Vec<(Head, PeerId)>>,
+    /// Versions already reported as conflicting, so each is logged once.
+    conflicts_logged: BTreeSet<Uuid>,
 }
 
 /// A handle on the running peer-to-peer layer.
@@ -82,13 +116,27 @@ pub struct P2p {
     state: Arc<Mutex<NetState>>,
     pub store: Arc<Store>,
     pub jobs: Arc<jobs::Jobs>,
+    pub guard: Arc<guard::Guard>,
+    misbehave: Option<Misbehave>,
+    key: Keypair,
 }
 
 /// A version offered by peers, as `/api/p2p/heads` lists it.
 #[derive(Clone, Debug)]
 pub struct Offered {
     pub head: Head,
+    /// The node that sealed (locked) it.
+    pub locked_by: PeerId,
     pub peers: Vec<PeerId>,
+}
+
+/// One version UUID claimed with several commit hashes.
+#[derive(Clone, Debug)]
+pub struct Conflict {
+    pub repo: Uuid,
+    pub version: Uuid,
+    /// Each claimed commit hash, with who sealed it and who offers it (`None`: this node's own).
+    pub claims: Vec<(ObjectId, Option<PeerId>, Vec<PeerId>)>,
 }
 
 impl P2p {
@@ -100,7 +148,7 @@ impl P2p {
         jobs: Arc<jobs::Jobs>,
     ) -> anyhow::Result<Self> {
         let mdns_on = config.mdns;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
@@ -114,6 +162,13 @@ impl P2p {
                     .build()
                     .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
                 Ok(Behaviour {
+                    blocked: allow_block_list::Behaviour::default(),
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_established_per_peer(Some(4))
+                            .with_max_pending_incoming(Some(128))
+                            .with_max_established_incoming(Some(1024)),
+                    ),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/dvid/1".into(),
                         key.public(),
@@ -158,21 +213,25 @@ impl P2p {
                 .listen_on(addr.clone())
                 .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
         }
+        store.set_sealer(Arc::new(KeySealer::new(key.clone())));
         let (tx, rx) = mpsc::channel(64);
         let p2p = Self {
             peer_id: *swarm.local_peer_id(),
             control: swarm.behaviour().stream.new_control(),
             commands: tx,
             state: Arc::new(Mutex::new(NetState::default())),
-            store: store.clone(),
-            jobs,
-        };
-        let limiter = Arc::new(RateLimiter::new(config.max_upload_rate));
-        tokio::spawn(exchange::serve_incoming(
-            p2p.control.clone(),
             store,
-            limiter,
-        ));
+            jobs,
+            guard: Arc::new(guard::Guard::new(config.limits.clone())),
+            misbehave: config.misbehave,
+            key,
+        };
+        if let Some(m) = config.misbehave {
+            tracing::warn!("test mode: this node misbehaves ({m:?})");
+        }
+        let limits =
+            exchange::UploadLimits::new(config.max_upload_rate, config.max_peer_upload_rate);
+        tokio::spawn(exchange::serve_incoming(p2p.clone(), Arc::new(limits)));
         tokio::spawn(run_swarm(swarm, rx, p2p.clone(), config.peers));
         p2p.jobs.resume(&p2p);
         Ok(p2p)
@@ -217,26 +276,85 @@ impl P2p {
         let _ = self.commands.try_send(Command::Discover(uuid));
     }
 
-    /// Versions offered by connected peers, each with the peers that offer it.
+    /// Versions offered by connected peers, each with the peers that offer it. Versions claimed
+    /// with several commit hashes are left out: see [`P2p::conflicts`].
     pub fn offered(&self) -> Vec<Offered> {
+        self.claims()
+            .into_values()
+            .filter(|claims| claims.len() == 1)
+            .flat_map(BTreeMap::into_values)
+            .collect()
+    }
+
+    /// Versions that peers (or this node) claim with different commit hashes.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut out = Vec::new();
+        for (version, claims) in self.claims() {
+            let repo = claims.values().next().map(|o| o.head.repo);
+            let mut list: Vec<(ObjectId, Option<PeerId>, Vec<PeerId>)> = claims
+                .into_iter()
+                .map(|(hash, o)| (hash, Some(o.locked_by), o.peers))
+                .collect();
+            let local = self.store.resolve(&version.to_hex()).ok();
+            if let Some(h) = local.as_ref().and_then(|v| v.commit_hash)
+                && list.iter().any(|c| c.0 != h)
+            {
+                list.retain(|c| c.0 != h);
+                list.insert(0, (h, None, vec![]));
+            }
+            if list.len() > 1 {
+                out.push(Conflict {
+                    repo: repo.expect("a claim has a head"),
+                    version,
+                    claims: list,
+                });
+            }
+        }
+        let mut state = self.state.lock().expect("state lock");
+        for c in &out {
+            if state.conflicts_logged.insert(c.version) {
+                tracing::warn!(version = %c.version, claims = c.claims.len(), "peers claim different commit hashes for one version: not pulling it");
+            }
+        }
+        out
+    }
+
+    /// Verified heads of connected peers, by version, then by commit hash.
+    fn claims(&self) -> BTreeMap<Uuid, BTreeMap<ObjectId, Offered>> {
         let state = self.state.lock().expect("state lock");
-        let mut by_version: BTreeMap<Uuid, Offered> = BTreeMap::new();
+        let mut by_version: BTreeMap<Uuid, BTreeMap<ObjectId, Offered>> = BTreeMap::new();
         for (peer, heads) in &state.heads {
             if !state.connected.contains(peer) {
                 continue;
             }
-            for h in heads {
+            for (h, locked_by) in heads {
                 by_version
                     .entry(h.version)
+                    .or_default()
+                    .entry(h.commit_hash)
                     .or_insert_with(|| Offered {
                         head: h.clone(),
+                        locked_by: *locked_by,
                         peers: vec![],
                     })
                     .peers
                     .push(*peer);
             }
         }
-        by_version.into_values().collect()
+        by_version
+    }
+
+    /// Counts an offence of `peer`, banning it if that was one too many.
+    pub fn offence(&self, peer: PeerId, offence: guard::Offence) {
+        if let Some(reason) = self.guard.offence(peer, offence, Instant::now()) {
+            self.ban(peer, &reason);
+        }
+    }
+
+    /// Disconnects a peer and refuses it until its ban runs out.
+    pub fn ban(&self, peer: PeerId, reason: &str) {
+        tracing::warn!(%peer, "banning peer: {reason}");
+        let _ = self.commands.try_send(Command::Ban(peer));
     }
 
     /// Sends one request to a peer.
@@ -244,15 +362,27 @@ impl P2p {
         exchange::request(&mut self.control.clone(), peer, req).await
     }
 
-    /// Asks a peer for its heads and records them.
+    /// Asks a peer for its heads and records those whose seal verifies.
     async fn refresh_heads(&self, peer: PeerId) {
+        if self.guard.is_banned(&peer, Instant::now()) {
+            return;
+        }
         match self.request(peer, &Request::Heads).await {
             Ok(Response::Heads(heads)) => {
+                let total = heads.len();
+                let verified: Vec<(Head, PeerId)> = heads
+                    .into_iter()
+                    .filter_map(|h| seal::verify_head(&h).ok().map(|by| (h, by)))
+                    .collect();
+                if verified.len() < total {
+                    tracing::warn!(%peer, dropped = total - verified.len(), "dropping heads whose seal does not verify");
+                    self.offence(peer, guard::Offence::ForgedHead);
+                }
                 self.state
                     .lock()
                     .expect("state lock")
                     .heads
-                    .insert(peer, heads);
+                    .insert(peer, verified);
                 self.jobs.on_heads(self);
             }
             Ok(other) => tracing::debug!(%peer, "unexpected answer to heads: {other:?}"),
@@ -293,10 +423,20 @@ async fn run_swarm(
                 Some(Command::Discover(uuid)) => {
                     swarm.behaviour_mut().kad.get_providers(provider_key(uuid));
                 }
+                Some(Command::Ban(peer)) => {
+                    swarm.behaviour_mut().blocked.block_peer(peer);
+                    let mut s = p2p.state.lock().expect("state lock");
+                    s.heads.remove(&peer);
+                }
             },
             event = swarm.select_next_some() => on_event(&mut swarm, event, &p2p),
             _ = tick.tick() => {
+                for peer in p2p.guard.expire(Instant::now()) {
+                    tracing::info!(%peer, "ban ended");
+                    swarm.behaviour_mut().blocked.unblock_peer(peer);
+                }
                 let connected = p2p.connected();
+                p2p.guard.prune(&connected);
                 for addr in &bootstrap {
                     let known = addr.iter().find_map(|p| match p {
                         libp2p::multiaddr::Protocol::P2p(id) => Some(id),
@@ -358,6 +498,9 @@ fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEve
                 .insert(peer_id);
             let p = p2p.clone();
             tokio::spawn(async move { p.refresh_heads(peer_id).await });
+            if let Some(m @ (Misbehave::Flood | Misbehave::Oversized)) = p2p.misbehave {
+                tokio::spawn(exchange::attack(p2p.clone(), peer_id, m));
+            }
         }
         SwarmEvent::ConnectionClosed {
             peer_id,
