@@ -257,7 +257,8 @@ fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             data_dir.display()
         )
     })?;
-    let report = store.fsck()?;
+    let mut report = store.fsck()?;
+    check_seals(&store, &mut report);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -284,6 +285,32 @@ fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         println!("no problems found");
     }
     Ok(())
+}
+
+/// Checks that every locked version carries a valid seal of the node that locked it (the store
+/// cannot: it holds no crypto).
+fn check_seals(store: &dvid_store::Store, report: &mut dvid_store::FsckReport) {
+    let catalog = store.catalog();
+    for v in catalog.versions.values().filter(|v| v.locked) {
+        let (Some(hash), Ok(repo)) = (v.commit_hash, catalog.repo_of(v.id)) else {
+            continue;
+        };
+        let parents: Vec<_> = v
+            .parents
+            .iter()
+            .filter_map(|p| catalog.versions.get(p).map(|p| p.uuid))
+            .collect();
+        let message = dvid_store::manifest::seal_message(repo.root, v.uuid, &parents, hash);
+        let problem = match &v.seal {
+            None => Some(format!("locked version {} carries no seal", v.uuid)),
+            Some(seal) => dvid_protocol::seal::verify(v.uuid, seal, &message)
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if let Some(p) = problem {
+            report.add_problem(p);
+        }
+    }
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {

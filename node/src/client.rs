@@ -141,25 +141,29 @@ impl Client {
             body["region"] = json!({"offset": nums(offset)?, "size": nums(size)?});
         }
         let job = field(&self.post("/api/p2p/pull", body)?, "job")?;
-        let started = std::time::Instant::now();
+        // The total is known only at the end (the trees are discovered as they arrive), so the bar
+        // counts bytes and objects with their rate. indicatif draws nothing when stderr is no terminal.
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} pulling {prefix}: {bytes} ({bytes_per_sec}), {msg} [{elapsed}]",
+            )
+            .expect("a valid progress template"),
+        );
+        bar.set_prefix(uuid.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
         loop {
             let st = self.get(&format!("/api/p2p/jobs/{job}"))?;
             let objects = st["objects_fetched"].as_u64().unwrap_or(0);
-            let bytes = st["bytes_fetched"].as_u64().unwrap_or(0);
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            eprint!(
-                "\rpulling {uuid}: {objects} objects, {:.1} MB, {:.1} MB/s   ",
-                bytes as f64 / 1e6,
-                bytes as f64 / 1e6 / secs
-            );
+            bar.set_position(st["bytes_fetched"].as_u64().unwrap_or(0));
+            bar.set_message(format!("{objects} objects"));
             match st["state"].as_str() {
                 Some("done") => {
-                    eprintln!();
+                    bar.finish();
                     println!("{}", serde_json::to_string(&st)?);
                     return Ok(());
                 }
                 Some("failed") => {
-                    eprintln!();
+                    bar.abandon();
                     bail!(
                         "pull failed: {}",
                         st["error"].as_str().unwrap_or("unknown error")

@@ -33,6 +33,11 @@ impl FsckReport {
         self.problem_count == 0
     }
 
+    /// Adds a problem found by a check outside the store (seals, which need the node's crypto).
+    pub fn add_problem(&mut self, p: String) {
+        self.problem(p);
+    }
+
     fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < MAX_LISTED {
