@@ -127,6 +127,18 @@ impl Store {
         Ok(c.instance(vid, name)?.clone())
     }
 
+    /// The repo holding `uuid` and its versions, without cloning the rest of the catalog.
+    pub fn repo(&self, uuid: &str) -> Result<(Repo, BTreeMap<u32, Version>)> {
+        let c = self.catalog.read();
+        let repo = c.repo_of(c.resolve(uuid)?)?.clone();
+        let versions = repo
+            .versions
+            .iter()
+            .filter_map(|id| c.versions.get(id).map(|v| (*id, v.clone())))
+            .collect();
+        Ok((repo, versions))
+    }
+
     /// The root UUID of the repo holding `uuid`.
     pub fn repo_root(&self, uuid: &str) -> Result<Uuid> {
         let c = self.catalog.read();

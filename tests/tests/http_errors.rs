@@ -285,6 +285,13 @@ fn http_bad_requests_get_clear_4xx() {
             400,
             "twice",
         ),
+        (
+            "POST",
+            format!("/api/repo/{root}/merge"),
+            format!(r#"{{"parents":["{locked}","{head}"]}}"#).into_bytes(),
+            400,
+            "not committed",
+        ),
         ("GET", "/api/nosuch".into(), vec![], 404, "no endpoint"),
         (
             "POST",

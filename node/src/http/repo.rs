@@ -270,11 +270,7 @@ pub async fn get_repo_log(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let log = blocking(move || {
-        let v = s.store.resolve(&uuid)?;
-        Ok(s.store.catalog().repos[&v.repo].log.clone())
-    })
-    .await?;
+    let log = blocking(move || Ok(s.store.repo(&uuid)?.0.log)).await?;
     Ok(Json(json!({ "log": log })))
 }
 
