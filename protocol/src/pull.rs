@@ -102,6 +102,16 @@ struct InFlight<P> {
     sent_ms: u64,
 }
 
+/// What the pull knows of one peer.
+#[derive(Clone, Copy, Debug, Default)]
+struct PeerState {
+    in_flight: usize,
+    /// Requests that failed in transport (or timed out) since the peer last answered. A failing
+    /// peer is asked last, and one request at a time: otherwise, idle and first in line, it would
+    /// draw every retry and burn the objects' attempts while other peers could serve them.
+    failures: u32,
+}
+
 /// One pull of one version.
 pub struct Pull<P> {
     version: Uuid,
@@ -115,7 +125,7 @@ pub struct Pull<P> {
     failure: Option<String>,
     seen: HashSet<(ObjectId, usize)>,
     in_flight: BTreeMap<u64, InFlight<P>>,
-    peers: BTreeMap<P, usize>,
+    peers: BTreeMap<P, PeerState>,
     next_request: u64,
     progress: Progress,
     finished: bool,
@@ -174,7 +184,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
 
     /// A peer that can serve objects (it offers this version, or any holder of its objects).
     pub fn add_peer(&mut self, peer: P) {
-        self.peers.entry(peer).or_insert(0);
+        self.peers.entry(peer).or_default();
     }
 
     /// A peer went away: its requests in flight go back to the queue.
@@ -233,8 +243,9 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         let Some(f) = self.in_flight.remove(&request) else {
             return Vec::new(); // late answer to a request already retried elsewhere
         };
-        if let Some(n) = self.peers.get_mut(&f.peer) {
-            *n = n.saturating_sub(1);
+        if let Some(s) = self.peers.get_mut(&f.peer) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.failures = 0;
         }
         if replies.len() != f.items.len() {
             return self.ban(f, "answered with the wrong number of objects".into());
@@ -305,8 +316,9 @@ impl<P: Ord + Clone + Debug> Pull<P> {
     /// A request failed in transport (connection lost, stream reset). Its objects are retried.
     pub fn on_failed(&mut self, request: u64) {
         if let Some(f) = self.in_flight.remove(&request) {
-            if let Some(n) = self.peers.get_mut(&f.peer) {
-                *n = n.saturating_sub(1);
+            if let Some(s) = self.peers.get_mut(&f.peer) {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.failures += 1;
             }
             self.queue.extend(f.items);
         }
@@ -443,8 +455,15 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             let Some(peer) = self
                 .peers
                 .iter()
-                .filter(|(_, n)| **n < self.config.per_peer_in_flight)
-                .min_by_key(|(_, n)| **n)
+                .filter(|(_, s)| {
+                    let limit = if s.failures > 0 {
+                        1
+                    } else {
+                        self.config.per_peer_in_flight
+                    };
+                    s.in_flight < limit
+                })
+                .min_by_key(|(_, s)| (s.failures, s.in_flight))
                 .map(|(p, _)| p.clone())
             else {
                 return;
@@ -481,7 +500,10 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 version: self.version,
                 wants: items.iter().map(|i| i.want.clone()).collect(),
             };
-            *self.peers.get_mut(&peer).expect("chosen from peers") += 1;
+            self.peers
+                .get_mut(&peer)
+                .expect("chosen from peers")
+                .in_flight += 1;
             self.in_flight.insert(
                 request,
                 InFlight {
@@ -528,5 +550,79 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         self.queue.clear();
         self.in_flight.clear();
         vec![Output::Failed(reason)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::answer;
+    use crate::wire::Response;
+    use dvid_store::{Codec, InstanceSettings, Store};
+
+    /// A committed version of 300 keys, shared with "recv".
+    fn origin() -> (Store, VersionManifest) {
+        let s = Store::open_memory().unwrap();
+        let root = s.create_repo("o", "").unwrap().to_hex();
+        s.create_instance(
+            &root,
+            InstanceSettings {
+                name: "kv".into(),
+                kind: DataKind::KeyValue,
+                codec: Codec::Lz4,
+                block_size: [8, 8, 8],
+                voxel_size: [1.0; 3],
+                voxel_units: ["nm".into(), "nm".into(), "nm".into()],
+                tags: Default::default(),
+            },
+        )
+        .unwrap();
+        for i in 0..300 {
+            s.kv_put(&root, "kv", &format!("k{i}"), vec![i as u8; 64])
+                .unwrap();
+        }
+        s.commit(&root, None, &[]).unwrap();
+        s.share_repo(&root, &["recv".into()]).unwrap();
+        let m = s.version_manifest(&root).unwrap();
+        (s, m)
+    }
+
+    #[test]
+    fn pull_moves_off_a_peer_whose_requests_fail() {
+        let (origin, manifest) = origin();
+        let recv = Store::open_memory().unwrap();
+        // Peer 0 sorts first and every request to it fails in transport; peer 1 serves.
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
+        pull.add_peer(0);
+        pull.add_peer(1);
+        let mut sent_to_dead = 0;
+        for now in 0..1_000 {
+            let mut outputs = pull.poll(recv.objects(), now).unwrap();
+            while let Some(out) = outputs.pop() {
+                match out {
+                    Output::Send {
+                        peer: 0, request, ..
+                    } => {
+                        sent_to_dead += 1;
+                        pull.on_failed(request);
+                    }
+                    Output::Send {
+                        request, message, ..
+                    } => match answer(&origin, "recv", message) {
+                        Response::Objects(r) => outputs.extend(pull.on_reply(request, r)),
+                        other => panic!("{other:?}"),
+                    },
+                    Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
+                    Output::Done => {
+                        recv.import_version(&manifest, None).unwrap();
+                        // The dead peer was probed, not handed every retry.
+                        assert!(sent_to_dead < 6, "{sent_to_dead} requests to the dead peer");
+                        return;
+                    }
+                    other => panic!("the pull gave up with a good peer left: {other:?}"),
+                }
+            }
+        }
+        panic!("the pull did not finish");
     }
 }

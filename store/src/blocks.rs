@@ -14,7 +14,8 @@ impl Store {
         let _gate = self.gate.read();
         let (v, inst) = self.readable(uuid, instance)?;
         let vb = voxel_bytes(&inst)?;
-        let len = usize::try_from(sub.voxels() * vb as u64)
+        sub.check_block_count(inst.block_size)?;
+        let len = usize::try_from(sub.voxels().saturating_mul(vb as u64))
             .map_err(|_| StoreError::BadRequest("subvolume too large for this machine".into()))?;
         let blocks = sub.blocks(inst.block_size);
         check_blocks_held(&v, &inst, &blocks)?;
@@ -44,6 +45,7 @@ impl Store {
         let _gate = self.gate.read();
         let (v, inst) = self.writable(uuid, instance)?;
         let vb = voxel_bytes(&inst)?;
+        sub.check_block_count(inst.block_size)?;
         let expected = sub.voxels().saturating_mul(vb as u64);
         if data.len() as u64 != expected {
             return Err(StoreError::BadRequest(format!(

@@ -9,6 +9,9 @@ pub type Point = [i32; 3];
 /// Length in bytes of a block index key: the Morton interleave of three biased 32-bit coordinates.
 pub const BLOCK_KEY_LEN: usize = 12;
 
+/// Most blocks one subvolume request may touch.
+pub const MAX_BLOCKS_PER_REQUEST: u64 = 1 << 22;
+
 /// A box of voxels: `offset` is its first voxel, `size` its extent along each axis (all > 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subvolume {
@@ -36,9 +39,32 @@ impl Subvolume {
         Ok(Self { offset, size })
     }
 
-    /// Number of voxels, as u64 (callers bound it before allocating).
+    /// Number of voxels, as u64, saturating (three u32 sizes can overflow it); callers bound it
+    /// before allocating.
     pub fn voxels(&self) -> u64 {
-        self.size.iter().map(|&s| u64::from(s)).product()
+        self.size
+            .iter()
+            .fold(1u64, |n, &s| n.saturating_mul(u64::from(s)))
+    }
+
+    /// Number of blocks the box touches, saturating.
+    pub fn block_count(&self, block_size: Point) -> u64 {
+        let (lo, hi) = self.block_range(block_size);
+        (0..3).fold(1u64, |n, a| {
+            n.saturating_mul((i64::from(hi[a]) - i64::from(lo[a]) + 1) as u64)
+        })
+    }
+
+    /// Refuses a box touching more blocks than one request may (tiny blocks make even a modest
+    /// box a huge list of coordinates).
+    pub fn check_block_count(&self, block_size: Point) -> crate::Result<()> {
+        let n = self.block_count(block_size);
+        if n > MAX_BLOCKS_PER_REQUEST {
+            return Err(crate::StoreError::BadRequest(format!(
+                "the subvolume touches {n} blocks of {block_size:?} voxels; one request may touch at most {MAX_BLOCKS_PER_REQUEST}"
+            )));
+        }
+        Ok(())
     }
 
     /// Inclusive last voxel.
@@ -178,6 +204,18 @@ fn unbias(u: u32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geometry_counts_saturate_and_bound_blocks() {
+        let huge = Subvolume::new([0, 0, 0], [u32::MAX >> 1; 3]).unwrap();
+        assert_eq!(huge.voxels(), u64::MAX);
+        let s = Subvolume::new([-1, 0, 0], [130, 64, 1]).unwrap();
+        assert_eq!(s.block_count([64; 3]), 4);
+        assert!(s.check_block_count([64; 3]).is_ok());
+        let tiny = Subvolume::new([0, 0, 0], [256, 256, 128]).unwrap();
+        assert_eq!(tiny.block_count([1; 3]), 1 << 23);
+        assert!(tiny.check_block_count([1; 3]).is_err());
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -69,15 +69,58 @@ pub struct Child {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Node {
     /// Entries sorted by key, at most [`LEAF_MAX`].
-    Leaf(Vec<Entry>),
+    Leaf(#[serde(deserialize_with = "at_most::<LEAF_MAX, _, _>")] Vec<Entry>),
     /// All keys below share their first `depth` bits (a multiple of [`STEP_BITS`]), held in `prefix`
     /// with the bits past `depth` zeroed; children are keyed by the next step's bits, sorted, at
     /// least two.
     Inner {
         depth: u16,
         prefix: Vec<u8>,
+        #[serde(deserialize_with = "at_most::<MAX_CHILDREN, _, _>")]
         children: Vec<Child>,
     },
+}
+
+const MAX_CHILDREN: usize = FANOUT as usize;
+
+/// Deserializes a sequence of at most `MAX` elements. Serde's own `Vec` reserves room for as many
+/// elements as the input claims (up to 1 MiB) before reading any, which from a node of at most
+/// [`MAX_NODE_BYTES`] would be 16 times its bound; this reserves at most `MAX` and refuses a longer
+/// sequence as soon as it is claimed.
+fn at_most<'de, const MAX: usize, T, D>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    struct AtMost<const MAX: usize, T>(std::marker::PhantomData<T>);
+
+    impl<'de, const MAX: usize, T: Deserialize<'de>> serde::de::Visitor<'de> for AtMost<MAX, T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a sequence of at most {MAX} elements")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<T>, A::Error> {
+            let claimed = seq.size_hint().unwrap_or(0);
+            if claimed > MAX {
+                return Err(serde::de::Error::invalid_length(claimed, &self));
+            }
+            let mut out = Vec::with_capacity(claimed);
+            while let Some(x) = seq.next_element()? {
+                if out.len() == MAX {
+                    return Err(serde::de::Error::invalid_length(MAX + 1, &self));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_seq(AtMost::<MAX, T>(std::marker::PhantomData))
 }
 
 /// Magic first byte of every tree-node object, so a node is never mistaken for a block payload.

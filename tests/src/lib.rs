@@ -1,6 +1,8 @@
 //! Harness for black-box tests and benchmarks: builds the real `dvid` binary, starts nodes on loopback
 //! port 0 with their own data dirs, and talks to them over HTTP as clients do.
 
+pub mod load;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

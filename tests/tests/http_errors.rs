@@ -99,6 +99,14 @@ fn http_bad_requests_get_clear_4xx() {
             413,
             "limit",
         ),
+        // 2^22 * 2^22 * 2^20 voxels: a product that wraps u64 around to 0.
+        (
+            "GET",
+            g("raw/0_1_2/4194304_4194304_1048576/0_0_0"),
+            vec![],
+            413,
+            "limit",
+        ),
         ("GET", g("raw/0_1/8_8_8/0_0_0"), vec![], 400, "0_1_2"),
         (
             "POST",
@@ -196,6 +204,13 @@ fn http_bad_requests_get_clear_4xx() {
         ),
         (
             "POST",
+            "/api/repos".into(),
+            br#"["alias", "description"]"#.to_vec(),
+            400,
+            "JSON object",
+        ),
+        (
+            "POST",
             format!("/api/repo/{root}/instance"),
             br#"{"typename":"uint8blk"}"#.to_vec(),
             400,
@@ -228,6 +243,13 @@ fn http_bad_requests_get_clear_4xx() {
             br#"{"typename":"uint8blk","dataname":"b","BlockSize":"8,8"}"#.to_vec(),
             400,
             "BlockSize",
+        ),
+        (
+            "POST",
+            format!("/api/repo/{root}/instance"),
+            br#"{"typename":"uint8blk","dataname":"b","VoxelSize":"nan,inf,8"}"#.to_vec(),
+            400,
+            "VoxelSize",
         ),
         (
             "POST",

@@ -1,6 +1,6 @@
 //! Data-instance endpoints: voxels (uint8blk, labelblk) and key-value data.
 
-use super::params::{block_list, json_body, triple};
+use super::params::{block_list, json_list, triple};
 use super::{ApiError, ApiResult, AppState, blocking};
 use axum::Json;
 use axum::body::Bytes;
@@ -33,15 +33,20 @@ fn subvolume(s: &AppState, inst: &Instance, size: &str, offset: &str) -> ApiResu
     let size: [u32; 3] = triple(size, "size")?;
     let offset: [i32; 3] = triple(offset, "offset")?;
     let sub = Subvolume::new(offset, size)?;
-    let bytes = sub
-        .voxels()
-        .saturating_mul(inst.kind.voxel_bytes().unwrap_or(1) as u64);
+    // Saturating, not `sub.voxels()`: three u32 sizes can overflow u64, and a product that wrapped
+    // around to a small number would slip past this bound.
+    let bytes = size
+        .iter()
+        .fold(inst.kind.voxel_bytes().unwrap_or(1) as u64, |n, &s| {
+            n.saturating_mul(u64::from(s))
+        });
     if bytes > s.config.max_request_bytes as u64 {
         return Err(ApiError::too_large(format!(
             "a {}x{}x{} subvolume is {bytes} bytes, over this node's {}-byte limit (--max-request-bytes)",
             size[0], size[1], size[2], s.config.max_request_bytes
         )));
     }
+    sub.check_block_count(inst.block_size)?;
     Ok(sub)
 }
 
@@ -162,7 +167,7 @@ pub async fn labels(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     instance(&s, &uuid, &data, &[DataKind::LabelBlk])?;
-    let points: Vec<[i32; 3]> = json_body(&body).map_err(|e| {
+    let points: Vec<[i32; 3]> = json_list(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "labels needs a JSON list of [x,y,z] points: {}",
             e.message

@@ -3,12 +3,22 @@
 use super::{ApiError, ApiResult, AppState, blocking};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::Uri;
-use dvid_store::{Catalog, DataKind, Instance, Repo};
+use axum::http::{Uri, header};
+use axum::response::IntoResponse;
+use dvid_store::{DataKind, Instance, Repo, Version};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 pub async fn help() -> &'static str {
     include_str!("help.txt")
+}
+
+/// The OpenAPI 3 description of every route in [`super::router`].
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
@@ -45,7 +55,7 @@ pub async fn repos_info(State(s): State<AppState>) -> Json<Value> {
     let map: serde_json::Map<String, Value> = c
         .repos
         .values()
-        .map(|r| (r.root.to_hex(), repo_json(&c, r)))
+        .map(|r| (r.root.to_hex(), repo_json(r, &c.versions)))
         .collect();
     Json(Value::Object(map))
 }
@@ -55,14 +65,8 @@ pub async fn repo_info(
     Path(uuid): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
-    let (c, repo) = blocking(move || {
-        let v = store.resolve(&uuid)?;
-        let c = store.catalog();
-        let repo = c.repos[&v.repo].clone();
-        Ok((c, repo))
-    })
-    .await?;
-    Ok(Json(repo_json(&c, &repo)))
+    let (repo, versions) = blocking(move || store.repo(&uuid)).await?;
+    Ok(Json(repo_json(&repo, &versions)))
 }
 
 pub async fn instance_info(
@@ -75,11 +79,11 @@ pub async fn instance_info(
     Ok(Json(instance_json(root, &inst)))
 }
 
-fn repo_json(c: &Catalog, r: &Repo) -> Value {
+fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
     let nodes: serde_json::Map<String, Value> = r
         .versions
         .iter()
-        .filter_map(|id| c.versions.get(id))
+        .filter_map(|id| versions.get(id))
         .map(|v| {
             (
                 v.uuid.to_hex(),

@@ -62,6 +62,7 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
     };
     Router::new()
         .route("/api/help", get(info::help))
+        .route("/api/openapi.json", get(info::openapi))
         .route("/api/server/info", get(info::server_info))
         .route("/api/server/types", get(info::server_types))
         .route("/api/repos/info", get(info::repos_info))

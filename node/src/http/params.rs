@@ -21,14 +21,25 @@ pub fn triple<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<[T; 3]>
     out.try_into().map_err(|_| bad())
 }
 
-/// Parses a JSON body, accepting any content type (DVID's clients often send none). An empty body
-/// reads as `{}` so optional fields default.
+/// Parses a JSON object body, accepting any content type (DVID's clients often send none). An empty
+/// body reads as `{}` so optional fields default. Anything but an object is refused: serde would fill
+/// a struct from a JSON array field by field, in order, and DVID refuses that.
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => parse_json(b"{}"),
+        Some(b'{') => parse_json(body),
+        Some(_) => Err(ApiError::bad_request(
+            "bad JSON body: expected a JSON object {...}",
+        )),
+    }
+}
+
+/// Parses a JSON array body.
+pub fn json_list<T: DeserializeOwned>(body: &[u8]) -> ApiResult<Vec<T>> {
+    parse_json(body)
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 
@@ -64,6 +75,22 @@ mod tests {
         assert!(triple::<i32>("1_2", "offset").is_err());
         assert!(triple::<i32>("1_2_x", "offset").is_err());
         assert!(triple::<i32>("99999999999_0_0", "offset").is_err());
+    }
+
+    #[test]
+    fn params_json_bodies_are_objects() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Body {
+            #[serde(default)]
+            alias: String,
+        }
+        assert_eq!(json_body::<Body>(b" ").unwrap().alias, "");
+        assert_eq!(json_body::<Body>(br#" {"alias":"a"}"#).unwrap().alias, "a");
+        for bad in [&b"[]"[..], br#"["a"]"#, b"5", br#""a""#, b"{"] {
+            assert!(json_body::<Body>(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(json_list::<u8>(b"[1,2]").unwrap(), vec![1, 2]);
+        assert!(json_list::<u8>(b"").is_err());
     }
 
     #[test]

@@ -73,7 +73,15 @@ fn instance_settings(raw: BTreeMap<String, Value>) -> ApiResult<InstanceSettings
             "typename" => typename = Some(text),
             "dataname" => name = Some(text),
             "blocksize" => block_size = Some(numbers::<i32>(&text, "BlockSize")?),
-            "voxelsize" => voxel_size = numbers::<f32>(&text, "VoxelSize")?,
+            "voxelsize" => {
+                voxel_size = numbers::<f32>(&text, "VoxelSize")?;
+                // JSON has no NaN or infinity: the instance info would show them as null.
+                if !voxel_size.iter().all(|v| v.is_finite() && *v > 0.0) {
+                    return Err(ApiError::bad_request(format!(
+                        "VoxelSize {text:?}: expected three positive, finite numbers"
+                    )));
+                }
+            }
             "voxelunits" => {
                 let parts: Vec<&str> = text.split(',').map(str::trim).collect();
                 voxel_units = match parts.as_slice() {
