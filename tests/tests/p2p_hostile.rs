@@ -192,3 +192,41 @@ fn p2p_hostile_flood_and_oversized_frames_are_cut_off() {
     assert!(honest["banned"].is_null(), "{honest}");
     assert_eq!(o.get("/api/server/info").status(), 200);
 }
+
+#[test]
+fn p2p_hostile_manifest_must_match_the_announced_head() {
+    let (o, _do, root) = origin();
+    let child = o.new_version(&root);
+    o.post_bytes(
+        &format!("/api/node/{child}/gray/raw/0_1_2/16_16_16/0_0_0"),
+        vec![9; 4096],
+    );
+    o.commit(&child);
+    let (forger, _df) = hostile_holder(&o, &root, "forge-manifests");
+    forger.wait_offered(&child);
+    let st = forger.pull(json!({"uuid": child}));
+    assert_eq!(st["state"], "done", "{st}");
+
+    let (r, _dr) = node(&[&forger], &[]);
+    share(&forger, &root, &[&r]);
+    r.wait_offered(&child);
+    // Honest heads, then a manifest giving the child its parent's contents under a fresh seal.
+    let st = r.pull(json!({"uuid": child}));
+    assert_eq!(st["state"], "failed", "{st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap()
+            .contains("differs from the head it announced"),
+        "{st}"
+    );
+    let repos = r.get_json("/api/repos/info");
+    assert!(
+        repos.get(&root).is_none(),
+        "a forged version was imported: {repos}"
+    );
+    let f = conduct(&r, &forger.peer_id(), "the forger's strike", |p| {
+        p["strikes"].as_f64() > Some(0.0)
+    });
+    println!("forger: {f}");
+}

@@ -8,8 +8,8 @@ use super::{Misbehave, P2p};
 use dvid_protocol::seal::KeySealer;
 use dvid_protocol::serve;
 use dvid_protocol::wire::{self, Bounded, ObjectReply, Request, Response, WireError};
-use dvid_store::manifest::seal_message;
-use dvid_store::{ObjectId, Sealer};
+use dvid_store::manifest::{commit_hash, seal_message};
+use dvid_store::{ObjectId, Sealer, VersionManifest};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use std::collections::HashMap;
@@ -146,8 +146,48 @@ fn misbehave(resp: &mut Response, m: Misbehave, key: &libp2p::identity::Keypair)
                 }
             }
         }
+        (Misbehave::ForgeManifests, Response::Manifest(bytes)) => {
+            if let Ok(m) = VersionManifest::decode(bytes) {
+                *bytes = forge_manifest(m, key).encode();
+            }
+        }
         _ => {}
     }
+}
+
+/// Gives a manifest's target its first parent's contents (or none), with a commit hash and a seal
+/// that are consistent with that: only a check against the announced head can tell.
+fn forge_manifest(mut m: VersionManifest, key: &libp2p::identity::Keypair) -> VersionManifest {
+    let parent_roots = m
+        .versions
+        .iter()
+        .rev()
+        .nth(1)
+        .map(|p| p.roots.clone())
+        .unwrap_or_default();
+    let hashes: HashMap<_, _> = m.versions.iter().map(|v| (v.uuid, v.commit_hash)).collect();
+    let mut instances: Vec<_> = m.instances.iter().collect();
+    instances.sort_by(|a, b| a.name.cmp(&b.name));
+    let repo = m.repo_root;
+    let Some(t) = m.versions.last_mut() else {
+        return m;
+    };
+    t.roots = parent_roots;
+    let parents: Vec<_> = t.parents.iter().map(|p| hashes.get(p).copied()).collect();
+    let roots: Vec<_> = instances
+        .iter()
+        .map(|i| {
+            (
+                i.data_uuid,
+                i.kind.name(),
+                t.roots.get(&i.data_uuid).map(|r| r.id),
+            )
+        })
+        .collect();
+    t.commit_hash = commit_hash(t.uuid, &parents, &roots, &t.branch);
+    let message = seal_message(repo, t.uuid, &t.parents, t.commit_hash);
+    t.seal = Some(KeySealer::new(key.clone()).seal(&message));
+    m
 }
 
 /// Test mode: hammers a peer it has just met, until the peer cuts it off (or a minute passes).

@@ -212,8 +212,17 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
     let mut refusals = Vec::new();
     let mut manifest = None;
     for &peer in &peers {
+        // The manifest must be the version the peer's (sealed) head announced: a peer could offer
+        // an honest head and then serve a manifest of its own making under the same UUID.
+        let announced = p2p.head_of(peer, version).map(|h| h.commit_hash);
         match p2p.request(peer, &Request::Manifest { version }).await {
             Ok(Response::Manifest(bytes)) => match VersionManifest::decode(&bytes) {
+                Ok(m) if announced.is_some_and(|h| h != m.target_def().commit_hash) => {
+                    refusals.push(format!(
+                        "{peer} sent a manifest whose commit hash differs from the head it announced"
+                    ));
+                    p2p.offence(peer, super::guard::Offence::ForgedHead);
+                }
                 Ok(m) if m.target == version => match dvid_protocol::seal::verify_manifest(&m) {
                     Ok(_) => {
                         manifest = Some(m);

@@ -66,6 +66,9 @@ pub enum Misbehave {
     ForgeHeads,
     /// Announce heads with an altered commit hash, sealed with its own key.
     ResealHeads,
+    /// Announce honest heads, but serve manifests whose target has its parent's contents, a
+    /// recomputed commit hash and its own seal.
+    ForgeManifests,
     /// Send requests to every peer it meets as fast as it can.
     Flood,
     /// Send frames longer than the protocol allows to every peer it meets.
@@ -342,6 +345,17 @@ impl P2p {
             }
         }
         by_version
+    }
+
+    /// The verified head `peer` announced for `version`, if any.
+    pub fn head_of(&self, peer: PeerId, version: Uuid) -> Option<Head> {
+        let state = self.state.lock().expect("state lock");
+        state
+            .heads
+            .get(&peer)?
+            .iter()
+            .find(|(h, _)| h.version == version)
+            .map(|(h, _)| h.clone())
     }
 
     /// Counts an offence of `peer`, banning it if that was one too many.
