@@ -843,26 +843,20 @@ fn varint(mut v: u64) -> Vec<u8> {
     }
 }
 
-/// SplitMix64: small, fast, and the same on every platform.
-struct Rng(u64);
+/// A seeded stream (rand's `StdRng`) with the few draws the generators use.
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        let mut r = Self(seed);
-        r.next();
-        r
+        Self(rand::SeedableRng::seed_from_u64(seed))
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        rand::RngCore::next_u64(&mut self.0)
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        rand::Rng::random_range(&mut self.0, 0..n)
     }
 
     fn chance(&mut self, percent: usize) -> bool {
@@ -870,11 +864,8 @@ impl Rng {
     }
 
     fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(n);
+        let mut out = vec![0; n];
+        rand::RngCore::fill_bytes(&mut self.0, &mut out);
         out
     }
 }

@@ -61,7 +61,9 @@ pub fn run(node: &Node, config: &LoadConfig) -> LoadReport {
                     url: node.url.clone(),
                     repo: repo.clone(),
                     shared: &shared,
-                    rng: SplitMix(config.seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                    rng: ClientRng::new(
+                        config.seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    ),
                 };
                 s.spawn(move || client.run(config.requests_per_client))
             })
@@ -154,7 +156,7 @@ struct Client<'a> {
     url: String,
     repo: String,
     shared: &'a [u8],
-    rng: SplitMix,
+    rng: ClientRng,
 }
 
 struct Own {
@@ -339,28 +341,21 @@ fn expect_bytes(what: &str, got: &[u8], expected: &[u8]) -> Result<(), String> {
     ))
 }
 
-/// SplitMix64: the harness has no random-number dependency, and clients need only a seeded stream.
-struct SplitMix(u64);
+/// A seeded stream (rand's `StdRng`) with the few draws the clients use.
+struct ClientRng(rand::rngs::StdRng);
 
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+impl ClientRng {
+    fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        rand::Rng::random_range(&mut self.0, 0..n)
     }
 
     fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(n);
+        let mut out = vec![0; n];
+        rand::RngCore::fill_bytes(&mut self.0, &mut out);
         out
     }
 }
