@@ -9,7 +9,7 @@
 
 use crate::wire::{MAX_WANTS_PER_REQUEST, ObjectReply, Request, Want, WantPath};
 use dvid_store::catalog::{DataKind, Uuid};
-use dvid_store::geometry::{block_box_of_prefix, block_from_key};
+use dvid_store::geometry::{key_in_box, prefix_meets_box};
 use dvid_store::manifest::{Restriction, VersionManifest};
 use dvid_store::tree::{Node, child_prefix};
 use dvid_store::{ObjectId, ObjectStore, Point, StoreError};
@@ -350,11 +350,8 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         match Node::decode(bytes)? {
             Node::Leaf(entries) => {
                 for e in entries {
-                    if let Some((lo, hi)) = walk.blocks {
-                        match block_from_key(&e.key) {
-                            Some(b) if (0..3).all(|a| lo[a] <= b[a] && b[a] <= hi[a]) => {}
-                            _ => continue,
-                        }
+                    if walk.blocks.is_some_and(|bx| !key_in_box(&e.key, bx)) {
+                        continue;
                     }
                     let want = Want {
                         id: e.object,
@@ -375,11 +372,11 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 for c in children {
                     let p = child_prefix(&prefix, d, c.slot);
                     let bits = d + dvid_store::tree::STEP_BITS;
-                    if let Some((lo, hi)) = walk.blocks {
-                        let (blo, bhi) = block_box_of_prefix(&p, bits);
-                        if (0..3).any(|a| bhi[a] < lo[a] || blo[a] > hi[a]) {
-                            continue;
-                        }
+                    if walk
+                        .blocks
+                        .is_some_and(|bx| !prefix_meets_box(&p, bits, bx))
+                    {
+                        continue;
                     }
                     let want = Want {
                         id: c.tree.id,

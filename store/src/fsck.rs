@@ -3,7 +3,7 @@
 
 use crate::catalog::{Catalog, DataKind, Version};
 use crate::engine::Space;
-use crate::geometry::{block_box_of_prefix, block_from_key};
+use crate::geometry::{key_in_box, prefix_meets_box};
 use crate::keys;
 use crate::manifest::Replica;
 use crate::store::{Store, WorkingEntry};
@@ -277,7 +277,7 @@ impl TreeWalk<'_> {
                             at.id, e.key
                         ));
                     }
-                    if region.is_some_and(|r| !block_in(&e.key, r)) {
+                    if region.is_some_and(|r| !key_in_box(&e.key, r)) {
                         continue;
                     }
                     report.entries_checked += 1;
@@ -307,7 +307,7 @@ impl TreeWalk<'_> {
                 for c in children {
                     let p = child_prefix(own, d, c.slot);
                     let below = d + STEP_BITS;
-                    if region.is_some_and(|r| !boxes_meet(block_box_of_prefix(&p, below), r)) {
+                    if region.is_some_and(|r| !prefix_meets_box(&p, below, r)) {
                         sum += c.tree.count;
                         continue;
                     }
@@ -343,12 +343,4 @@ fn has_prefix(key: &[u8], prefix: &[u8], bits: usize) -> bool {
         let bit = |b: &[u8]| b.get(i / 8).map(|x| (x >> (7 - i % 8)) & 1);
         bit(key).is_some() && bit(key) == bit(prefix)
     })
-}
-
-fn block_in(key: &[u8], (lo, hi): (Point, Point)) -> bool {
-    block_from_key(key).is_some_and(|b| (0..3).all(|a| lo[a] <= b[a] && b[a] <= hi[a]))
-}
-
-fn boxes_meet(a: (Point, Point), b: (Point, Point)) -> bool {
-    (0..3).all(|i| a.0[i] <= b.1[i] && b.0[i] <= a.1[i])
 }

@@ -181,6 +181,23 @@ pub fn block_box_of_prefix(prefix: &[u8], bits: usize) -> (Point, Point) {
     (lo.map(unbias), hi.map(unbias))
 }
 
+/// True if block `b` lies in the inclusive block box `(lo, hi)`.
+pub fn box_contains((lo, hi): (Point, Point), b: Point) -> bool {
+    (0..3).all(|a| lo[a] <= b[a] && b[a] <= hi[a])
+}
+
+/// True if the block key names a block inside the box (region pruning of leaf entries).
+pub fn key_in_box(key: &[u8], bx: (Point, Point)) -> bool {
+    block_from_key(key).is_some_and(|b| box_contains(bx, b))
+}
+
+/// True if some block under the subtree of keys starting with the first `bits` bits of `prefix`
+/// may lie inside the box (region pruning of inner nodes).
+pub fn prefix_meets_box(prefix: &[u8], bits: usize, (lo, hi): (Point, Point)) -> bool {
+    let (blo, bhi) = block_box_of_prefix(prefix, bits);
+    (0..3).all(|a| blo[a] <= hi[a] && lo[a] <= bhi[a])
+}
+
 fn shl(v: u32, by: u32) -> u32 {
     if by >= 32 { 0 } else { v << by }
 }

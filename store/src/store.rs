@@ -777,7 +777,7 @@ pub(crate) fn check_blocks_held(
     };
     if let Some(b) = blocks
         .iter()
-        .find(|b| (0..3).any(|a| b[a] < lo[a] || b[a] > hi[a]))
+        .find(|&&b| !crate::geometry::box_contains((lo, hi), b))
     {
         let (rlo, rhi) = r.region.expect("a block box comes from a region");
         return Err(StoreError::BadRequest(format!(

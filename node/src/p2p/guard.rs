@@ -153,11 +153,11 @@ impl Guard {
     /// Admits one request of `peer`, or says why not (and counts the offence). Returns the ban
     /// reason too when this request tipped the peer over.
     pub fn admit(&self, peer: PeerId, now: Instant) -> Result<Slot<'_>, (Refusal, Option<String>)> {
-        let limits = self.limits.clone();
+        let limits = &self.limits;
         let mut peers = self.lock();
         let p = peers
             .entry(peer)
-            .or_insert_with(|| PeerState::new(&limits, now));
+            .or_insert_with(|| PeerState::new(limits, now));
         if p.banned_until.is_some_and(|t| t > now) {
             p.conduct.requests_refused += 1;
             return Err((Refusal::Banned, None));
@@ -175,7 +175,7 @@ impl Guard {
         };
         if let Some(o) = offence {
             p.conduct.requests_refused += 1;
-            let banned = Self::add_strikes(&limits, p, o, now);
+            let banned = Self::add_strikes(limits, p, o, now);
             return Err((Refusal::Limited(o.describe()), banned));
         }
         p.tokens -= 1.0;
@@ -187,15 +187,15 @@ impl Guard {
 
     /// Counts an offence; returns the ban reason if the peer is now banned.
     pub fn offence(&self, peer: PeerId, o: Offence, now: Instant) -> Option<String> {
-        let limits = self.limits.clone();
+        let limits = &self.limits;
         let mut peers = self.lock();
         let p = peers
             .entry(peer)
-            .or_insert_with(|| PeerState::new(&limits, now));
+            .or_insert_with(|| PeerState::new(limits, now));
         if matches!(o, Offence::ForgedHead) {
             p.conduct.heads_rejected += 1;
         }
-        Self::add_strikes(&limits, p, o, now)
+        Self::add_strikes(limits, p, o, now)
     }
 
     fn add_strikes(limits: &Limits, p: &mut PeerState, o: Offence, now: Instant) -> Option<String> {
