@@ -2,13 +2,17 @@
 //! `cargo bench -p dvid-tests --bench sync` (add `-- --quick` for 128 MiB instead of 1 GiB).
 //!
 //! 1. Full pull of a locked version of >= 1 GiB of objects, beside (a) one loopback TCP connection
-//!    copying the same bytes into files with fsync (the limit), and (b) rsync (daemon mode) of the
-//!    same bytes as files, if rsync is installed.
+//!    copying the same bytes into files with fsync (the limit), (b) rsync (daemon mode) of the
+//!    same bytes as files, if rsync is installed, and (c) iroh's `sendme` of those files, if it is
+//!    installed (`cargo install sendme`) and this runs as root: sendme runs inside a network
+//!    namespace made for it, holding only a loopback interface, with relays off, so its attempts
+//!    to reach public relay and discovery servers cannot leave the namespace.
 //! 2. Incremental pull of a child with 1% of blocks changed: bytes on the loopback wire (from
 //!    /proc/net/dev) against the bytes of the changed objects.
 
 use dvid_tests::{Node, json};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,7 @@ fn main() {
     );
     b.wait_offered(&root);
 
+    settle();
     let t = Instant::now();
     let st = b.pull(json!({"uuid": root}));
     let pull = t.elapsed();
@@ -66,7 +71,11 @@ fn main() {
     );
 
     let limit = tcp_copy_with_fsync(&blocks);
-    let rsync = rsync_copy(&blocks);
+    let files = tempfile::tempdir().unwrap();
+    let src = files.path().join("src");
+    write_block_files(&src, &blocks);
+    let rsync = rsync_copy(&src, blocks.len());
+    let sendme = sendme_copy(&src, blocks.len());
     let mbps = |d: Duration| fetched as f64 / 1e6 / d.as_secs_f64();
     println!(
         "1. full pull of {:.2} GiB of objects ({} objects):",
@@ -95,6 +104,15 @@ fn main() {
             pull.as_secs_f64() / r.as_secs_f64()
         ),
         None => println!("   rsync: not installed (apt-get install rsync), not measured"),
+    }
+    match sendme {
+        Ok(d) => println!(
+            "   iroh sendme over loopback:        {:7.2} s {:8.1} MB/s  ratio dvid / sendme {:.2} (goal < 1)",
+            d.as_secs_f64(),
+            mbps(d),
+            pull.as_secs_f64() / d.as_secs_f64()
+        ),
+        Err(why) => println!("   iroh sendme: not measured: {why}"),
     }
 
     // 2. A child with 1% of the blocks changed.
@@ -156,6 +174,7 @@ fn tcp_copy_with_fsync(blocks: &[Vec<u8>]) -> Duration {
     let addr = listener.local_addr().unwrap();
     let out = dir.path().to_path_buf();
     let n = blocks.len();
+    settle();
     let t = Instant::now();
     let receiver = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
@@ -179,17 +198,27 @@ fn tcp_copy_with_fsync(blocks: &[Vec<u8>]) -> Duration {
     t.elapsed()
 }
 
-/// rsync of the blocks as files from an rsync daemon on loopback; `None` if rsync is missing.
-fn rsync_copy(blocks: &[Vec<u8>]) -> Option<Duration> {
+/// Lets the disk catch up (writes of earlier steps still in the page cache) before a timed step,
+/// so each contender starts from the same state.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+/// The blocks as files `000000`, `000001`... in `dir`, the form rsync and sendme copy.
+fn write_block_files(dir: &Path, blocks: &[Vec<u8>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i:06}")), b).unwrap();
+    }
+}
+
+/// rsync of the files in `src` from an rsync daemon on loopback; `None` if rsync is missing.
+fn rsync_copy(src: &Path, files: usize) -> Option<Duration> {
     if Command::new("rsync").arg("--version").output().is_err() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    for (i, b) in blocks.iter().enumerate() {
-        std::fs::write(src.join(format!("{i:06}")), b).unwrap();
-    }
+    let dst = dir.path().join("dst");
     let port = free_port();
     let conf = dir.path().join("rsyncd.conf");
     std::fs::write(
@@ -213,6 +242,7 @@ fn rsync_copy(blocks: &[Vec<u8>]) -> Option<Duration> {
         .spawn()
         .ok()?;
     std::thread::sleep(Duration::from_millis(500));
+    settle();
     let t = Instant::now();
     let ok = Command::new("rsync")
         .args(["-a", &format!("rsync://127.0.0.1:{port}/m/")])
@@ -223,8 +253,109 @@ fn rsync_copy(blocks: &[Vec<u8>]) -> Option<Duration> {
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert!(ok, "rsync failed");
-    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), blocks.len());
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), files);
     Some(took)
+}
+
+/// A network namespace holding only a loopback interface, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn create() -> Result<Self, String> {
+        let name = format!("dvid-bench-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("running ip: {e}"))
+                .and_then(|o| match o.status.success() {
+                    true => Ok(()),
+                    false => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                })
+        };
+        ip(&["netns", "add", &name])
+            .map_err(|e| format!("cannot make a network namespace: {e}"))?;
+        let ns = Self(name);
+        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// iroh's sendme of the files in `src`, sender and receiver in a namespace of their own with
+/// relays disabled. Times the receive only (the sender hashes the files before it prints a ticket,
+/// as rsync's source files exist before it runs).
+fn sendme_copy(src: &Path, files: usize) -> Result<Duration, String> {
+    let sendme = std::env::var_os("DVID_SENDME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("sendme"));
+    Command::new(&sendme)
+        .arg("--version")
+        .output()
+        .map_err(|_| "sendme is not installed (cargo install sendme)".to_string())?;
+    let ns = Netns::create()?;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sender = ns
+        .command(&sendme)
+        .args(["send", "--relay", "disabled", "--ticket-type", "addresses"])
+        .args(["--no-progress", "--magic-ipv4-addr", "127.0.0.1:0"])
+        .arg(src)
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting sendme send: {e}"))?;
+    let mut ticket = None;
+    for line in std::io::BufReader::new(sender.stdout.take().unwrap()).lines() {
+        let line = line.unwrap_or_default();
+        if let Some(t) = line.strip_prefix("sendme receive ") {
+            ticket = Some(t.trim().to_string());
+            break;
+        }
+    }
+    let result = (|| {
+        let ticket = ticket.ok_or("sendme send printed no ticket")?;
+        let dst = dir.path().join("dst");
+        std::fs::create_dir_all(&dst).unwrap();
+        settle();
+        let t = Instant::now();
+        let out = ns
+            .command(&sendme)
+            .args(["receive", "--relay", "disabled", "--no-progress", &ticket])
+            .current_dir(&dst)
+            .output()
+            .map_err(|e| format!("running sendme receive: {e}"))?;
+        let took = t.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "sendme receive failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let got = dst.join(src.file_name().unwrap());
+        assert_eq!(std::fs::read_dir(&got).unwrap().count(), files);
+        assert!(
+            std::fs::read(got.join("000000")).unwrap()
+                == std::fs::read(src.join("000000")).unwrap()
+        );
+        Ok(took)
+    })();
+    let _ = sender.kill();
+    let _ = sender.wait();
+    result
 }
 
 fn free_port() -> u16 {

@@ -54,7 +54,11 @@ impl Node {
             .arg(data_dir)
             .args(["--http", http])
             .args(extra)
-            .env("RUST_LOG", "warn,libp2p_kad=error")
+            // DVID_TEST_LOG (a RUST_LOG filter) shows more of the nodes' logs when debugging.
+            .env(
+                "RUST_LOG",
+                std::env::var("DVID_TEST_LOG").unwrap_or_else(|_| "warn,libp2p_kad=error".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -122,6 +126,9 @@ impl Node {
         mut check: impl FnMut(&Self) -> Option<T>,
     ) -> T {
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        // Checks start often and slow down: short waits end promptly (benchmarks time some of
+        // them) and long ones do not load the node.
+        let mut pause = Duration::from_millis(5);
         loop {
             if let Some(v) = check(self) {
                 return v;
@@ -130,7 +137,8 @@ impl Node {
                 std::time::Instant::now() < deadline,
                 "timed out after {secs}s waiting for {what}"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

@@ -7,7 +7,7 @@ use super::P2p;
 use dvid_protocol::pull::{Output, Pull, PullConfig};
 use dvid_protocol::wire::{Request, Response};
 use dvid_store::catalog::Uuid;
-use dvid_store::{Point, Replica, Restriction, VersionManifest};
+use dvid_store::{ObjectId, Point, Replica, Restriction, VersionManifest};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,6 +208,7 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
         u128::from_str_radix(&spec.uuid, 16)
             .map_err(|_| format!("bad version UUID {:?}", spec.uuid))?,
     );
+    let began = Instant::now();
     let peers = find_peers(p2p, version, &spec.peers).await?;
     let mut refusals = Vec::new();
     let mut manifest = None;
@@ -253,6 +254,7 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
         pull.add_peer(p);
     }
     let (tx, mut rx) = mpsc::channel::<(u64, anyhow::Result<Response>)>(256);
+    let mut storer = Storer::start(p2p.store.clone());
     let start = Instant::now();
     loop {
         let store = p2p.store.clone();
@@ -265,8 +267,18 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         pull = back;
         let outputs = polled.map_err(|e| e.to_string())?;
-        if carry_out(p2p, &mut pull, outputs, &tx, &manifest, &restriction).await? {
+        if carry_out(p2p, &mut storer, outputs, &tx, &manifest, &restriction).await? {
             let p = pull.progress();
+            tracing::info!(
+                %version,
+                objects = p.objects_fetched,
+                bytes = p.bytes_fetched,
+                already_held = p.objects_local,
+                peers = peers.len(),
+                "pulled in {:.3} s (manifest after {:.3} s)",
+                began.elapsed().as_secs_f64(),
+                (start - began).as_secs_f64(),
+            );
             p2p.jobs.update(id, |st| {
                 st.objects_fetched = p.objects_fetched;
                 st.bytes_fetched = p.bytes_fetched;
@@ -291,7 +303,7 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
                     Vec::new()
                 }
             };
-            carry_out(p2p, &mut pull, outputs, &tx, &manifest, &restriction).await?;
+            carry_out(p2p, &mut storer, outputs, &tx, &manifest, &restriction).await?;
         }
         let p = pull.progress().clone();
         p2p.jobs.update(id, |st| {
@@ -356,7 +368,7 @@ async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<Pe
 /// Carries out engine outputs. Returns true once the version is imported.
 async fn carry_out(
     p2p: &P2p,
-    _pull: &mut Pull<PeerId>,
+    storer: &mut Storer,
     outputs: Vec<Output<PeerId>>,
     tx: &mpsc::Sender<(u64, anyhow::Result<Response>)>,
     manifest: &VersionManifest,
@@ -375,28 +387,103 @@ async fn carry_out(
                     let _ = tx.send((request, r)).await;
                 });
             }
-            Output::Store(objects) => {
-                let store = p2p.store.clone();
-                tokio::task::spawn_blocking(move || store.objects().put_objects(&objects))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("storing objects: {e}"))?;
-            }
+            Output::Store(objects) => storer.put(objects).await?,
             Output::Ban { peer, reason } => {
                 tracing::warn!(%peer, "dropping peer from the pull: {reason}");
                 p2p.offence(peer, super::guard::Offence::BadObject);
             }
             Output::Failed(reason) => return Err(reason),
             Output::Done => {
+                let t = Instant::now();
+                storer.finish().await?;
+                let writes = t.elapsed();
                 let (store, m, r) = (p2p.store.clone(), manifest.clone(), restriction.clone());
                 tokio::task::spawn_blocking(move || store.import_version(&m, r))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("importing the version: {e}"))?;
+                tracing::debug!(
+                    "last writes took {:.3} s, the import {:.3} s",
+                    writes.as_secs_f64(),
+                    (t.elapsed() - writes).as_secs_f64()
+                );
                 p2p.announce(manifest.repo_root);
                 return Ok(true);
             }
         }
     }
     Ok(false)
+}
+
+/// Objects verified by a pull, on their way to the store.
+type Batch = Vec<(ObjectId, Vec<u8>)>;
+
+/// Writes a pull's verified objects on a blocking thread while the pull fetches more, so the disk
+/// and the network work at once. At most [`STORE_QUEUE`] batches wait: a slow disk slows the pull
+/// instead of filling memory.
+struct Storer {
+    tx: Option<mpsc::Sender<Batch>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// Batches waiting to be written, beside the one being written.
+const STORE_QUEUE: usize = 4;
+/// Waiting batches are merged into one write up to this size. Larger writes fsync less often, but
+/// a large batch goes to the store through ingestion, which holds fjall's journal (so every other
+/// write of the node) while it fsyncs.
+const STORE_BATCH_BYTES: usize = 32 << 20;
+
+fn batch_bytes(batch: &Batch) -> usize {
+    batch.iter().map(|(_, b)| b.len()).sum()
+}
+
+impl Storer {
+    fn start(store: std::sync::Arc<dvid_store::Store>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Batch>(STORE_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(mut batch) = rx.blocking_recv() {
+                // Take the batches waiting too: when the network outruns the disk, fewer and
+                // larger writes (each makes files and fsyncs them).
+                let mut bytes = batch_bytes(&batch);
+                while bytes < STORE_BATCH_BYTES
+                    && let Ok(more) = rx.try_recv()
+                {
+                    bytes += batch_bytes(&more);
+                    batch.extend(more);
+                }
+                let t = Instant::now();
+                store
+                    .objects()
+                    .put_objects(&batch)
+                    .map_err(|e| format!("storing objects: {e}"))?;
+                tracing::debug!(bytes, "stored in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(())
+        });
+        Self {
+            tx: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn put(&mut self, batch: Batch) -> Result<(), String> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(batch).await.is_ok(),
+            None => false,
+        };
+        match sent {
+            true => Ok(()),
+            // The writer stopped: its error says why.
+            false => self.finish().await,
+        }
+    }
+
+    /// Waits until every batch is written.
+    async fn finish(&mut self) -> Result<(), String> {
+        self.tx = None;
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| e.to_string())?,
+            None => Ok(()),
+        }
+    }
 }
