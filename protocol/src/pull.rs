@@ -13,7 +13,7 @@ use dvid_store::geometry::{key_in_box, prefix_meets_box};
 use dvid_store::manifest::{Restriction, VersionManifest};
 use dvid_store::tree::{Node, child_prefix};
 use dvid_store::{ObjectId, ObjectStore, Point, StoreError};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt::Debug;
 
 /// Bounds of one pull: together they bound its memory (peers × in flight × batch × object size).
@@ -126,6 +126,8 @@ pub struct Pull<P> {
     seen: HashSet<(ObjectId, usize)>,
     in_flight: BTreeMap<u64, InFlight<P>>,
     peers: BTreeMap<P, PeerState>,
+    /// Peers that lied or refused: never asked again, even if offered anew.
+    dropped: BTreeSet<P>,
     next_request: u64,
     progress: Progress,
     finished: bool,
@@ -149,6 +151,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             seen: HashSet::new(),
             in_flight: BTreeMap::new(),
             peers: BTreeMap::new(),
+            dropped: BTreeSet::new(),
             next_request: 0,
             progress: Progress::default(),
             finished: false,
@@ -182,9 +185,15 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         pull
     }
 
-    /// A peer that can serve objects (it offers this version, or any holder of its objects).
-    pub fn add_peer(&mut self, peer: P) {
-        self.peers.entry(peer).or_default();
+    /// A peer that can serve objects (it offers this version, or any holder of its objects), at
+    /// the start or while the pull runs. Returns false if it was known already, or was dropped for
+    /// lying or refusing.
+    pub fn add_peer(&mut self, peer: P) -> bool {
+        if self.dropped.contains(&peer) || self.peers.contains_key(&peer) {
+            return false;
+        }
+        self.peers.insert(peer, PeerState::default());
+        true
     }
 
     /// A peer went away: its requests in flight go back to the queue.
@@ -288,8 +297,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             out.push(Output::Store(store));
         }
         if let Some(reason) = bad {
-            self.peers.remove(&f.peer);
-            self.requeue_peer(&f.peer);
+            self.drop_peer(&f.peer);
             out.push(Output::Ban {
                 peer: f.peer,
                 reason,
@@ -303,9 +311,8 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         let Some(f) = self.in_flight.remove(&request) else {
             return Vec::new();
         };
-        self.peers.remove(&f.peer);
         self.queue.extend(f.items);
-        self.requeue_peer(&f.peer);
+        self.drop_peer(&f.peer);
         if self.peers.is_empty() {
             return self.fail(format!("refused by {:?}: {reason}", f.peer));
         }
@@ -518,13 +525,19 @@ impl<P: Ord + Clone + Debug> Pull<P> {
     }
 
     fn ban(&mut self, f: InFlight<P>, reason: String) -> Vec<Output<P>> {
-        self.peers.remove(&f.peer);
         self.queue.extend(f.items);
-        self.requeue_peer(&f.peer);
+        self.drop_peer(&f.peer);
         vec![Output::Ban {
             peer: f.peer,
             reason,
         }]
+    }
+
+    /// Stops asking `peer` for good; its requests in flight go back to the queue.
+    fn drop_peer(&mut self, peer: &P) {
+        self.peers.remove(peer);
+        self.dropped.insert(peer.clone());
+        self.requeue_peer(peer);
     }
 
     fn requeue_peer(&mut self, peer: &P) {
@@ -617,6 +630,55 @@ mod tests {
                         return;
                     }
                     other => panic!("the pull gave up with a good peer left: {other:?}"),
+                }
+            }
+        }
+        panic!("the pull did not finish");
+    }
+
+    #[test]
+    fn pull_takes_peers_that_join_but_not_ones_it_dropped() {
+        let (origin, manifest) = origin();
+        let recv = Store::open_memory().unwrap();
+        // Peer 0 lies; peer 1 offers the version only once the pull has begun.
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
+        assert!(pull.add_peer(0));
+        assert!(!pull.add_peer(0), "a peer is added once");
+        let mut served_by_1 = 0;
+        for now in 0..1_000 {
+            let mut outputs = pull.poll(recv.objects(), now).unwrap();
+            while let Some(out) = outputs.pop() {
+                match out {
+                    Output::Send {
+                        peer,
+                        request,
+                        message,
+                    } => match answer(&origin, "recv", message) {
+                        Response::Objects(mut r) => {
+                            if peer == 0 {
+                                for reply in &mut r {
+                                    if let ObjectReply::Found(b) = reply {
+                                        b.push(0);
+                                    }
+                                }
+                            } else {
+                                served_by_1 += r.len();
+                            }
+                            outputs.extend(pull.on_reply(request, r));
+                        }
+                        other => panic!("{other:?}"),
+                    },
+                    Output::Ban { peer: 0, .. } => {
+                        assert!(!pull.add_peer(0), "a liar is not taken back");
+                        assert!(pull.add_peer(1));
+                    }
+                    Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
+                    Output::Done => {
+                        recv.import_version(&manifest, None).unwrap();
+                        assert!(served_by_1 > 0);
+                        return;
+                    }
+                    other => panic!("{other:?}"),
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! Peer-to-peer sync between real `dvid` processes over libp2p on loopback: full, incremental and
-//! region pulls, refusals, publish, resume after `kill -9`, follow across a restart, upload cap.
+//! region pulls, refusals, publish, resume after `kill -9`, follow across a restart, upload cap,
+//! and a peer that joins a running pull.
 
 use dvid_tests::{Node, Value, json, test_volume};
 use std::time::Instant;
@@ -198,6 +199,44 @@ fn p2p_pull_resumes_after_kill_9() {
         "the resumed pull fetched all {total} objects again (had {before} bytes): {st}"
     );
     assert!(b.get_bytes(&raw(&root, 128, [0, 0, 0])) == a.get_bytes(&raw(&root, 128, [0, 0, 0])));
+}
+
+#[test]
+fn p2p_a_peer_offering_the_version_mid_pull_serves_too() {
+    // C holds the version (pulled from A at full speed); A then restarts with a slow uplink.
+    let (a, da, root) = origin(128, &[]);
+    let (c, _dc) = follower(&a, &["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    share(&a, &root, &c);
+    c.wait_offered(&root);
+    assert_eq!(c.pull(json!({"uuid": root}))["state"], "done");
+    assert!(a.stop());
+    let a = Node::start_p2p(da.path(), &["--max-upload-rate", "200000"]);
+    // B starts pulling from A alone, then meets C, which offers the version too.
+    let (b, _db) = follower(&a, &[]);
+    share(&a, &root, &b);
+    share(&c, &root, &b);
+    b.wait_offered(&root);
+    let job = b.post_json("/api/p2p/pull", json!({"uuid": root}))["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.post_json("/api/p2p/dial", json!({"addr": c.p2p_addr()}));
+    let st = b.wait_job(&job);
+    assert_eq!(st["state"], "done", "{st}");
+    assert!(b.get_bytes(&raw(&root, 128, [0, 0, 0])) == a.get_bytes(&raw(&root, 128, [0, 0, 0])));
+    let served = c.get_json("/api/p2p/peers");
+    let to_b = served
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == b.peer_id())
+        .unwrap_or_else(|| panic!("C never served B: {served}"));
+    // Heads answers are a few hundred bytes: this much is objects.
+    assert!(to_b["bytes_sent"].as_u64().unwrap() > 100_000, "{to_b}");
+    println!(
+        "C sent B {} of {} bytes",
+        to_b["bytes_sent"], st["bytes_fetched"]
+    );
 }
 
 #[test]

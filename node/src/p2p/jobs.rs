@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 
 /// How long a job waits for a connected peer that offers its version.
 const FIND_PEERS_FOR: Duration = Duration::from_secs(60);
+/// How often a running pull looks for more peers offering its version.
+const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Failed pulls of one version after which following stops retrying it (a manual pull still can).
 const FOLLOW_MAX_FAILURES: usize = 3;
 
@@ -256,7 +258,23 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel::<(u64, anyhow::Result<Response>)>(256);
     let mut storer = Storer::start(p2p.store.clone());
     let start = Instant::now();
+    let mut next_peer_check = start + PEER_CHECK_EVERY;
     loop {
+        // Peers that began to offer the version since the pull started serve too (unless the
+        // request named its peers).
+        if spec.peers.is_empty() && Instant::now() >= next_peer_check {
+            next_peer_check = Instant::now() + PEER_CHECK_EVERY;
+            let hash = manifest.target_def().commit_hash;
+            for o in p2p.offered() {
+                if o.head.version == version && o.head.commit_hash == hash {
+                    for p in o.peers {
+                        if pull.add_peer(p) {
+                            tracing::info!(%version, peer = %p, "a new peer serves the pull");
+                        }
+                    }
+                }
+            }
+        }
         let store = p2p.store.clone();
         let now_ms = start.elapsed().as_millis() as u64;
         let (back, polled) = tokio::task::spawn_blocking(move || {
