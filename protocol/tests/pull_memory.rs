@@ -318,8 +318,36 @@ fn pull_region_makes_a_partial_replica() {
     );
     assert_eq!(
         recv.resolve(&root).unwrap().replica,
-        Replica::Partial(region)
+        Replica::Partial(vec![region.clone()])
     );
+    // A second region adds to the first: both read back, and what lies between them still not.
+    let second = Restriction {
+        instances: Some(vec!["gray".into()]),
+        region: Some(([40, 40, 40], [55, 55, 55])),
+    };
+    let origin_peer = Peer {
+        name: "origin",
+        store: &o,
+        lies: false,
+    };
+    pull(&recv, &[origin_peer], &root, Some(second.clone()), None).unwrap();
+    assert_eq!(
+        recv.resolve(&root).unwrap().replica,
+        Replica::Partial(vec![region.clone(), second])
+    );
+    for at in [[8, 8, 8], [40, 40, 40]] {
+        let held = Subvolume::new(at, [16, 16, 16]).unwrap();
+        assert!(
+            recv.read_subvolume(&root, "gray", held).unwrap()
+                == o.read_subvolume(&root, "gray", held).unwrap()
+        );
+    }
+    let between = Subvolume::new([24, 24, 24], [16, 16, 16]).unwrap();
+    assert!(
+        matches!(recv.read_subvolume(&root, "gray", between), Err(StoreError::BadRequest(m)) if m.contains("outside the region"))
+    );
+    let report = recv.fsck().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
     // A later full pull upgrades the replica.
     pull(
         &recv,

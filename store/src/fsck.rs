@@ -5,7 +5,6 @@ use crate::catalog::{Catalog, DataKind, Version};
 use crate::engine::Space;
 use crate::geometry::{key_in_box, prefix_meets_box};
 use crate::keys;
-use crate::manifest::Replica;
 use crate::store::{Store, WorkingEntry};
 use crate::tree::{Node, STEP_BITS, TreeRef, child_prefix};
 use crate::{ObjectId, Point, Result};
@@ -235,15 +234,24 @@ impl TreeWalk<'_> {
                 continue;
             };
             // Check only what this node claims to hold of the version.
-            let region = match &v.replica {
-                Replica::Full => None,
-                Replica::MetadataOnly => continue,
-                Replica::Partial(r) if !r.has_instance(&inst.name) => continue,
-                Replica::Partial(_) if inst.kind == DataKind::KeyValue => None,
-                Replica::Partial(r) => r.block_box(inst.block_size),
+            if !v.replica.holds_instance(&inst.name) {
+                continue;
+            }
+            let regions = match inst.kind {
+                DataKind::KeyValue => None,
+                _ => v.replica.block_boxes(&inst.name, inst.block_size),
             };
             let place = format!("version {} instance {:?}", v.uuid, inst.name);
-            self.check_node(*root, &[], 0, region, &place, report);
+            match regions {
+                None => {
+                    self.check_node(*root, &[], 0, None, &place, report);
+                }
+                Some(boxes) => {
+                    for b in boxes {
+                        self.check_node(*root, &[], 0, Some(b), &place, report);
+                    }
+                }
+            }
         }
     }
 

@@ -84,13 +84,51 @@ pub struct VersionManifest {
 pub enum Replica {
     /// Created here, or pulled whole.
     Full,
-    /// Pulled for some instances and/or a region of voxels only.
-    Partial(Restriction),
+    /// Pulled in parts only: each part is some instances and/or a region of voxels, and the
+    /// replica holds their union (a second region pull adds to the first).
+    Partial(Vec<Restriction>),
     /// Known only as an ancestor of a pulled version: metadata, no data.
     MetadataOnly,
 }
 
-/// The part of a version a partial replica holds.
+impl Replica {
+    /// True if this node holds some or all of `instance` in the version.
+    pub fn holds_instance(&self, instance: &str) -> bool {
+        match self {
+            Replica::Full => true,
+            Replica::MetadataOnly => false,
+            Replica::Partial(parts) => parts.iter().any(|p| p.has_instance(instance)),
+        }
+    }
+
+    /// The inclusive block boxes held of a block instance: `None` if every block is, else their
+    /// union (empty if none).
+    pub fn block_boxes(&self, instance: &str, block_size: Point) -> Option<Vec<(Point, Point)>> {
+        match self {
+            Replica::Full => None,
+            Replica::MetadataOnly => Some(vec![]),
+            Replica::Partial(parts) => parts
+                .iter()
+                .filter(|p| p.has_instance(instance))
+                .map(|p| p.block_box(block_size))
+                .collect(),
+        }
+    }
+
+    /// This replica after a pull of `part` of the version (`None`: all of it).
+    pub fn with(&self, part: Option<&Restriction>) -> Replica {
+        match (self, part) {
+            (Replica::Full, _) | (_, None) => Replica::Full,
+            (Replica::Partial(parts), Some(p)) if parts.contains(p) => self.clone(),
+            (Replica::Partial(parts), Some(p)) => {
+                Replica::Partial(parts.iter().chain([p]).cloned().collect())
+            }
+            (Replica::MetadataOnly, Some(p)) => Replica::Partial(vec![p.clone()]),
+        }
+    }
+}
+
+/// One part of a version pulled by a partial replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restriction {
     /// Instances pulled, by name; `None` is all.

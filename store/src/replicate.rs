@@ -138,11 +138,7 @@ impl Store {
         }
         let mut touched = BTreeSet::new();
         for (i, d) in m.versions.iter().enumerate() {
-            let replica = if i + 1 == m.versions.len() {
-                restriction.clone().map_or(Replica::Full, Replica::Partial)
-            } else {
-                Replica::MetadataOnly
-            };
+            let target = i + 1 == m.versions.len();
             if let Some(id) = next.exact(d.uuid) {
                 let mut v = next.version(id)?.clone();
                 if v.commit_hash != Some(d.commit_hash) {
@@ -154,13 +150,20 @@ impl Store {
                         d.commit_hash
                     )));
                 }
-                if holds_more(&replica, &v.replica) {
-                    v.replica = replica;
-                    touched.insert(id);
-                    next.insert_version(v);
+                if target {
+                    let replica = v.replica.with(restriction.as_ref());
+                    if replica != v.replica {
+                        v.replica = replica;
+                        touched.insert(id);
+                        next.insert_version(v);
+                    }
                 }
                 continue;
             }
+            let replica = match target {
+                true => Replica::MetadataOnly.with(restriction.as_ref()),
+                false => Replica::MetadataOnly,
+            };
             let id = next.allocate_id();
             let parents: Vec<u32> = d
                 .parents
@@ -213,15 +216,6 @@ impl Store {
         self.meta.write(batch)?;
         *c = next;
         Ok(target.uuid)
-    }
-}
-
-/// True if `new` holds data `old` lacks (full beats partial beats metadata only).
-fn holds_more(new: &Replica, old: &Replica) -> bool {
-    match (new, old) {
-        (_, Replica::Full) | (Replica::MetadataOnly, _) => false,
-        (Replica::Full, _) | (Replica::Partial(_), Replica::MetadataOnly) => true,
-        (Replica::Partial(a), Replica::Partial(b)) => a != b,
     }
 }
 

@@ -750,39 +750,45 @@ fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
 /// Refuses an instance of a version this node holds only in part or not at all.
 fn check_held(v: &Version, inst: &Instance) -> Result<()> {
     match &v.replica {
-        Replica::Full => Ok(()),
         Replica::MetadataOnly => Err(StoreError::NotFound(format!(
             "version {} is known here only as an ancestor of a pulled version: pull it to read its data",
             v.uuid
         ))),
-        Replica::Partial(r) if !r.has_instance(&inst.name) => Err(StoreError::NotFound(format!(
+        r if !r.holds_instance(&inst.name) => Err(StoreError::NotFound(format!(
             "instance {:?} was not pulled with version {} (a partial replica): pull it to read it",
             inst.name, v.uuid
         ))),
-        Replica::Partial(_) => Ok(()),
+        _ => Ok(()),
     }
 }
 
-/// Refuses blocks outside the region a partial replica holds, rather than reading them as zeros.
+/// Refuses blocks outside the regions a partial replica holds, rather than reading them as zeros.
 pub(crate) fn check_blocks_held(
     v: &Version,
     inst: &Instance,
     blocks: &[crate::Point],
 ) -> Result<()> {
-    let Replica::Partial(r) = &v.replica else {
-        return Ok(());
-    };
-    let Some((lo, hi)) = r.block_box(inst.block_size) else {
+    let Some(boxes) = v.replica.block_boxes(&inst.name, inst.block_size) else {
         return Ok(());
     };
     if let Some(b) = blocks
         .iter()
-        .find(|&&b| !crate::geometry::box_contains((lo, hi), b))
+        .find(|&&b| !boxes.iter().any(|&bx| crate::geometry::box_contains(bx, b)))
     {
-        let (rlo, rhi) = r.region.expect("a block box comes from a region");
+        let held: Vec<String> = match &v.replica {
+            Replica::Partial(parts) => parts
+                .iter()
+                .filter(|p| p.has_instance(&inst.name))
+                .filter_map(|p| p.region)
+                .map(|(lo, hi)| format!("{lo:?}..={hi:?}"))
+                .collect(),
+            _ => vec![],
+        };
         return Err(StoreError::BadRequest(format!(
-            "block {b:?} of {:?} lies outside the region {rlo:?}..={rhi:?} that version {} holds here (a partial replica)",
-            inst.name, v.uuid
+            "block {b:?} of {:?} lies outside the region {} that version {} holds here (a partial replica)",
+            inst.name,
+            held.join(" + "),
+            v.uuid
         )));
     }
     Ok(())

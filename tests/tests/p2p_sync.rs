@@ -150,8 +150,17 @@ fn p2p_publish_one_version_and_pull_a_region() {
         c.get(&format!("/api/node/{paper}/kv/key/doi")).status(),
         404
     );
-    // Unpublished ancestors are known as metadata only, without their notes, and hold no data.
+    // The info says what is held: the part pulled of the paper's version, the ancestors'
+    // metadata (without their notes).
     let info: Value = c.get_json(&format!("/api/repo/{paper}/info"));
+    assert_eq!(
+        info["DAG"]["Nodes"][&paper]["Replica"],
+        json!({"Holds": "part", "Parts": [{"Instances": ["gray"], "Region": {"offset": [16, 16, 16], "size": [32, 32, 32]}}]})
+    );
+    assert_eq!(
+        info["DAG"]["Nodes"][&child]["Replica"],
+        json!({"Holds": "metadata"})
+    );
     assert_eq!(info["DAG"]["Nodes"][&child]["Note"], "");
     let r = c.get(&raw(&child, 16, [0, 0, 0]));
     assert_eq!(r.status(), 404);
@@ -165,6 +174,11 @@ fn p2p_publish_one_version_and_pull_a_region() {
     assert_eq!(
         c.get_bytes(&format!("/api/node/{paper}/kv/key/doi")),
         b"10.1000/xyz"
+    );
+    let info: Value = c.get_json(&format!("/api/repo/{paper}/info"));
+    assert_eq!(
+        info["DAG"]["Nodes"][&paper]["Replica"],
+        json!({"Holds": "all"})
     );
 }
 

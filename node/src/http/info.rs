@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Uri, header};
 use axum::response::IntoResponse;
-use dvid_store::{DataKind, Instance, Repo, Version};
+use dvid_store::{DataKind, Instance, Replica, Repo, Version};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -99,6 +99,7 @@ fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
                     "Created": v.created,
                     "Updated": v.updated,
                     "CommitHash": v.commit_hash.map(|h| h.to_hex()),
+                    "Replica": replica_json(&v.replica),
                 }),
             )
         })
@@ -119,6 +120,31 @@ fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
         "Created": r.created,
         "Updated": r.updated,
     })
+}
+
+/// What this node holds of a version: `{"Holds": "all"}`, `{"Holds": "metadata"}` (an ancestor
+/// of a pulled version), or `{"Holds": "part", "Parts": [{"Instances", "Region"}]}` for a partial
+/// replica, each part as it was pulled (`null`: all instances, or every block).
+fn replica_json(r: &Replica) -> Value {
+    match r {
+        Replica::Full => json!({"Holds": "all"}),
+        Replica::MetadataOnly => json!({"Holds": "metadata"}),
+        Replica::Partial(parts) => {
+            let parts: Vec<Value> = parts
+                .iter()
+                .map(|p| {
+                    json!({
+                        "Instances": p.instances,
+                        "Region": p.region.map(|(lo, hi)| {
+                            let size = [0, 1, 2].map(|a| i64::from(hi[a]) - i64::from(lo[a]) + 1);
+                            json!({"offset": lo, "size": size})
+                        }),
+                    })
+                })
+                .collect();
+            json!({"Holds": "part", "Parts": parts})
+        }
+    }
 }
 
 fn instance_json(repo: dvid_store::Uuid, i: &Instance) -> Value {
