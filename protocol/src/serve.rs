@@ -2,29 +2,21 @@
 //! every object against its claimed path in the claimed version: a peer never obtains an object that
 //! is not reachable from a version it may read, even if it learned the hash elsewhere.
 
-use crate::wire::{Head, ObjectReply, Request, Response, Want, WantPath};
+use crate::wire::{Head, ObjectReply, Request, Response, Want, WantPath, heads_digest};
 use dvid_store::catalog::Uuid;
 use dvid_store::{ObjectId, Store, StoreError};
 
 /// The answer to `request` from `peer` (its PeerId as text).
 pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
     match request {
-        // Unsealed versions (locked by a store without a key) are not announced: peers drop them.
-        Request::Heads => Response::Heads(
-            store
-                .offers(peer)
-                .into_iter()
-                .filter_map(|o| {
-                    Some(Head {
-                        repo: o.repo,
-                        version: o.version,
-                        parents: o.parents,
-                        commit_hash: o.commit_hash,
-                        seal: o.seal?,
-                    })
-                })
-                .collect(),
-        ),
+        Request::Heads => Response::Heads(heads(store, peer)),
+        Request::HeadsIfChanged { digest } => {
+            let heads = heads(store, peer);
+            match heads_digest(&heads) == digest {
+                true => Response::HeadsUnchanged,
+                false => Response::Heads(heads),
+            }
+        }
         Request::Manifest { version } => {
             if let Some(refusal) = refuse(store, peer, version) {
                 return refusal;
@@ -68,6 +60,24 @@ pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
             Response::Objects(replies)
         }
     }
+}
+
+/// The locked versions `peer` may fetch. Unsealed versions (locked by a store without a key) are
+/// not announced: peers would drop them.
+fn heads(store: &Store, peer: &str) -> Vec<Head> {
+    store
+        .offers(peer)
+        .into_iter()
+        .filter_map(|o| {
+            Some(Head {
+                repo: o.repo,
+                version: o.version,
+                parents: o.parents,
+                commit_hash: o.commit_hash,
+                seal: o.seal?,
+            })
+        })
+        .collect()
 }
 
 fn refuse(store: &Store, peer: &str, version: Uuid) -> Option<Response> {

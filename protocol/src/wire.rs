@@ -69,6 +69,9 @@ pub enum Request {
     Manifest { version: Uuid },
     /// Objects of `version`, at most [`MAX_WANTS_PER_REQUEST`].
     Objects { version: Uuid, wants: Vec<Want> },
+    /// The heads, unless their [`heads_digest`] is still `digest` (the asker's last answer): then
+    /// [`Response::HeadsUnchanged`]. Peers poll heads every few seconds; most answers are this.
+    HeadsIfChanged { digest: ObjectId },
 }
 
 /// A locked version a node offers, sealed by the node that locked it (see [`crate::seal`]).
@@ -100,6 +103,14 @@ pub enum Response {
     Objects(Vec<ObjectReply>),
     /// The request was refused; the reason says why (not shared, unknown version, bad path...).
     Refused(String),
+    /// The heads are those the asker last received.
+    HeadsUnchanged,
+}
+
+/// Identifies a list of heads, as encoded on the wire: askers send the digest of the last list a
+/// peer gave them, so an unchanged list need not travel again.
+pub fn heads_digest(heads: &[Head]) -> ObjectId {
+    ObjectId::of(&postcard::to_stdvec(heads).expect("heads serialize"))
 }
 
 /// Frames a message.

@@ -469,7 +469,7 @@ fn follow_response(r: Response) {
                 let _ = seal::verify_head(h);
             }
         }
-        Response::Objects(_) | Response::Refused(_) => {}
+        Response::Objects(_) | Response::Refused(_) | Response::HeadsUnchanged => {}
     }
 }
 
@@ -1057,6 +1057,9 @@ impl Corpus {
         };
         let requests = [
             Request::Heads,
+            Request::HeadsIfChanged {
+                digest: ObjectId([0x5a; 32]),
+            },
             Request::Manifest {
                 version: Uuid(0xa4),
             },
@@ -1095,6 +1098,7 @@ impl Corpus {
                     .collect(),
             ),
             Response::Refused("version a4 is not shared with peer 12D3KooW".into()),
+            Response::HeadsUnchanged,
         ];
         responses.push(Response::Heads(heads.clone()));
         let response_frames: Vec<Vec<u8>> = responses.iter().map(wire::encode).collect();

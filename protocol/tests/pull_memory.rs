@@ -4,7 +4,7 @@
 use dvid_protocol::pull::{Output, Progress, Pull, PullConfig};
 use dvid_protocol::seal::{self, KeySealer};
 use dvid_protocol::serve::answer;
-use dvid_protocol::wire::{ObjectReply, Request, Response, Want, WantPath};
+use dvid_protocol::wire::{ObjectReply, Request, Response, Want, WantPath, heads_digest};
 use dvid_store::catalog::Uuid;
 use dvid_store::{
     Codec, DataKind, InstanceSettings, ObjectId, Replica, Restriction, Store, StoreError,
@@ -503,6 +503,36 @@ fn serve_refuses_what_is_not_shared() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn heads_travel_again_only_when_they_change() {
+    let (o, root) = origin();
+    let Response::Heads(heads) = answer(&o, "recv", Request::Heads) else {
+        panic!("no heads")
+    };
+    let digest = heads_digest(&heads);
+    let ask = |digest| answer(&o, "recv", Request::HeadsIfChanged { digest });
+    assert_eq!(ask(digest), Response::HeadsUnchanged);
+    // Another peer's digest, or a stale one, gets the list.
+    assert_eq!(ask(ObjectId([0; 32])), Response::Heads(heads));
+    let child = o.new_version(&root, "").unwrap().to_hex();
+    o.commit(&child, None, &[]).unwrap();
+    match ask(digest) {
+        Response::Heads(h) => assert_eq!(h.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    // A peer the repo is not shared with learns nothing either way.
+    assert_eq!(
+        answer(
+            &o,
+            "other",
+            Request::HeadsIfChanged {
+                digest: heads_digest(&[])
+            }
+        ),
+        Response::HeadsUnchanged
+    );
 }
 
 #[test]

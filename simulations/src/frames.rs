@@ -12,7 +12,7 @@ const UUID_MAX_LEN: usize = 19;
 /// Counted bytes of a framed request.
 pub fn request_len(req: &Request, frame_len: usize) -> u64 {
     let slack = match req {
-        Request::Heads => 0,
+        Request::Heads | Request::HeadsIfChanged { .. } => 0,
         Request::Manifest { version } => slack(*version),
         Request::Objects { version, wants } => {
             slack(*version)
@@ -45,7 +45,7 @@ pub fn response_len(resp: &Response, frame_len: usize) -> u64 {
             let inner = VersionManifest::decode(bytes).map_or(0, |m| manifest_slack(&m));
             inner + varint_len((bytes.len() + inner) as u128) - varint_len(bytes.len() as u128)
         }
-        Response::Objects(_) | Response::Refused(_) => 0,
+        Response::Objects(_) | Response::Refused(_) | Response::HeadsUnchanged => 0,
     };
     (frame_len + slack) as u64
 }

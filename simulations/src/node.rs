@@ -55,8 +55,10 @@ pub struct Job {
     pub version: Uuid,
     /// The commit hash the offering heads carry, sealed by the version's locker.
     pub hash: ObjectId,
-    /// Neighbours that offered the version when the job started (fixed, as in the node).
+    /// Neighbours that offered the version when the job started.
     pub peers: Vec<NodeId>,
+    /// When the running pull next takes neighbours that began to offer the version since.
+    pub next_peer_check: Micros,
     pub phase: Phase,
     pub started: Micros,
     /// Manifest requests made: round trips before the engine starts.
@@ -128,6 +130,9 @@ pub struct SimNode {
     pub neighbours: Vec<NodeId>,
     /// The heads each neighbour last offered (dropped when a request to it fails).
     pub heads: BTreeMap<NodeId, Vec<Head>>,
+    /// Digest of each neighbour's last list, if every seal in it verified: the next poll asks
+    /// for heads only if they changed, as the node does.
+    pub heads_digest: BTreeMap<NodeId, ObjectId>,
     /// Followed repos, by root UUID (kept across restarts, as the node's jobs file keeps them).
     pub follows: BTreeSet<Uuid>,
     /// Failed pulls per version (kept across restarts, as the node's jobs file keeps them).
@@ -166,6 +171,7 @@ impl SimNode {
             generation: 0,
             neighbours: Vec::new(),
             heads: BTreeMap::new(),
+            heads_digest: BTreeMap::new(),
             follows: BTreeSet::new(),
             failures: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -184,6 +190,7 @@ impl SimNode {
         self.jobs.clear();
         self.pending.clear();
         self.heads.clear();
+        self.heads_digest.clear();
         self.strikes.clear();
         self.banned.clear();
         self.tick_armed = false;
@@ -221,6 +228,18 @@ impl SimNode {
         self.heads
             .iter()
             .filter(|(_, hs)| hs.iter().any(|h| h.version == version))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Neighbours offering `version` with commit hash `hash` (a running pull takes them too).
+    pub fn offering(&self, version: Uuid, hash: ObjectId) -> Vec<NodeId> {
+        self.heads
+            .iter()
+            .filter(|(_, hs)| {
+                hs.iter()
+                    .any(|h| h.version == version && h.commit_hash == hash)
+            })
             .map(|(p, _)| *p)
             .collect()
     }
@@ -275,8 +294,22 @@ impl SimNode {
         }
         self.strikes.remove(&peer);
         self.banned.insert(peer, now + BAN_FOR);
-        self.heads.remove(&peer);
+        self.forget_heads(peer);
         true
+    }
+
+    /// Forgets what `peer` offered (its connection closed, or it was banned).
+    pub fn forget_heads(&mut self, peer: NodeId) {
+        self.heads.remove(&peer);
+        self.heads_digest.remove(&peer);
+    }
+
+    /// The heads request for `peer`: only if changed, when its last list is known.
+    pub fn heads_request(&self, peer: NodeId) -> Request {
+        match self.heads_digest.get(&peer) {
+            Some(&digest) => Request::HeadsIfChanged { digest },
+            None => Request::Heads,
+        }
     }
 
     pub fn is_banned(&self, peer: NodeId, now: Micros) -> bool {

@@ -22,6 +22,8 @@ pub struct SimConfig {
     pub heads_interval_ms: u64,
     /// A running pull is polled this often (the node's job loop wakes at least every 500 ms).
     pub tick_ms: u64,
+    /// A running pull takes newly offering neighbours this often (PEER_CHECK_EVERY).
+    pub peer_check_ms: u64,
     /// A request unanswered this long fails (the node's REQUEST_TIMEOUT).
     pub request_timeout_ms: u64,
     /// A request to a host that is gone (offline, or across a partition) fails after this long.
@@ -42,6 +44,7 @@ impl Default for SimConfig {
         Self {
             heads_interval_ms: 3_000,
             tick_ms: 500,
+            peer_check_ms: 2_000,
             request_timeout_ms: 60_000,
             dial_timeout_ms: 10_000,
             follow_max_failures: 3,
@@ -419,7 +422,8 @@ impl Sim {
             Msg::Response { id, frame } => self.on_response(to, id, &frame),
             Msg::Announce => {
                 if self.nodes[to as usize].neighbours.contains(&from) {
-                    self.request(to, from, Pending::Heads { peer: from }, Request::Heads);
+                    let req = self.nodes[to as usize].heads_request(from);
+                    self.request(to, from, Pending::Heads { peer: from }, req);
                 }
             }
         }
@@ -454,9 +458,10 @@ impl Sim {
         match pending {
             Pending::Heads { peer } => match resp {
                 Response::Heads(heads) => self.on_heads(node, peer, heads),
-                _ => {
-                    self.nodes[node as usize].heads.remove(&peer);
+                Response::HeadsUnchanged if self.nodes[node as usize].heads.contains_key(&peer) => {
+                    self.follow(node)
                 }
+                _ => self.nodes[node as usize].forget_heads(peer),
             },
             Pending::Manifest { peer, job } => self.on_manifest(node, peer, job, resp),
             Pending::Objects { job, request, .. } => {
@@ -481,7 +486,7 @@ impl Sim {
     fn connection_closed(&mut self, node: NodeId, failed: Pending) {
         let peer = failed.peer();
         let n = &mut self.nodes[node as usize];
-        n.heads.remove(&peer);
+        n.forget_heads(peer);
         let same: Vec<u64> = n
             .pending
             .iter()
@@ -502,9 +507,7 @@ impl Sim {
     /// One request failed (its connection closed, or it timed out).
     fn request_failed(&mut self, node: NodeId, pending: Pending) {
         match pending {
-            Pending::Heads { peer } => {
-                self.nodes[node as usize].heads.remove(&peer);
-            }
+            Pending::Heads { peer } => self.nodes[node as usize].forget_heads(peer),
             Pending::Manifest { job, .. } => self.ask_manifest(node, job),
             Pending::Objects { peer, job, request } => {
                 if let Some(j) = self.nodes[node as usize].jobs.get_mut(&job) {
@@ -524,13 +527,15 @@ impl Sim {
     fn refresh_heads(&mut self, node: NodeId) {
         for peer in self.nodes[node as usize].neighbours.clone() {
             if !self.nodes[node as usize].is_banned(peer, self.now) {
-                self.request(node, peer, Pending::Heads { peer }, Request::Heads);
+                let req = self.nodes[node as usize].heads_request(peer);
+                self.request(node, peer, Pending::Heads { peer }, req);
             }
         }
     }
 
     /// Keeps the heads whose seal verifies (a forged one is an offence), then follows.
     fn on_heads(&mut self, node: NodeId, peer: NodeId, heads: Vec<Head>) {
+        let digest = wire::heads_digest(&heads);
         let total = heads.len();
         let verified: Vec<Head> = heads
             .into_iter()
@@ -544,6 +549,10 @@ impl Sim {
             .collect();
         let n = &mut self.nodes[node as usize];
         n.heads.insert(peer, verified.clone());
+        match verified.len() == total {
+            true => n.heads_digest.insert(peer, digest),
+            false => n.heads_digest.remove(&peer),
+        };
         if verified.len() < total && n.offence(peer, Offence::ForgedHead, self.now) {
             self.note(&[19, node as u64, peer as u64]);
         }
@@ -572,6 +581,7 @@ impl Sim {
                     version,
                     hash,
                     peers,
+                    next_peer_check: self.now + self.cfg.peer_check_ms * 1_000,
                     phase: Phase::Manifest { next: 0 },
                     started: self.now,
                     manifest_asks: 0,
@@ -668,7 +678,22 @@ impl Sim {
             .map(|(id, _)| *id)
             .collect();
         for id in running {
-            self.with_pull(node, id, |_| Vec::new());
+            // Neighbours that began to offer the version since the pull started serve too.
+            let n = &mut self.nodes[node as usize];
+            let joined = match n.jobs.get_mut(&id) {
+                Some(job) if self.now >= job.next_peer_check => {
+                    job.next_peer_check = self.now + self.cfg.peer_check_ms * 1_000;
+                    let (version, hash) = (job.version, job.hash);
+                    n.offering(version, hash)
+                }
+                _ => vec![],
+            };
+            self.with_pull(node, id, |pull| {
+                for p in joined {
+                    pull.add_peer(p);
+                }
+                Vec::new()
+            });
         }
         if !self.nodes[node as usize].jobs.is_empty() {
             self.arm_tick(node);
@@ -1083,7 +1108,7 @@ impl Sim {
                     let _ = self.nodes[node as usize].store.objects().put_objects(&got);
                 }
             }
-            Response::Heads(_) => {}
+            Response::Heads(_) | Response::HeadsUnchanged => {}
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod jobs;
 pub use exchange::RateLimiter;
 
 use dvid_protocol::seal::{self, KeySealer};
-use dvid_protocol::wire::{Head, Request, Response};
+use dvid_protocol::wire::{Head, Request, Response, heads_digest};
 use dvid_store::ObjectId;
 use dvid_store::Store;
 use dvid_store::catalog::Uuid;
@@ -99,13 +99,22 @@ fn provider_key(uuid: Uuid) -> kad::RecordKey {
     kad::RecordKey::new(&uuid.0.to_be_bytes())
 }
 
+/// The last heads a peer sent.
+struct PeerHeads {
+    /// Those whose seal verifies, with the PeerId that sealed each.
+    verified: Vec<(Head, PeerId)>,
+    /// Of the whole list as sent: the next poll asks for the heads only if they changed. None if
+    /// some seal failed, so a forger's list is checked (and counted against it) at every poll.
+    digest: Option<ObjectId>,
+}
+
 /// What the node knows of the network.
 #[derive(Default)]
 struct NetState {
     listen_addrs: Vec<Multiaddr>,
     connected: BTreeSet<PeerId>,
-    /// Verified heads of each peer, with the PeerId that sealed each.
-    heads: BTreeMap<PeerId, Vec<(Head, PeerId)>>,
+    /// Verified heads of each peer.
+    heads: BTreeMap<PeerId, PeerHeads>,
     /// Versions already reported as conflicting, so each is logged once.
     conflicts_logged: BTreeSet<Uuid>,
 }
@@ -330,7 +339,7 @@ impl P2p {
             if !state.connected.contains(peer) {
                 continue;
             }
-            for (h, locked_by) in heads {
+            for (h, locked_by) in &heads.verified {
                 by_version
                     .entry(h.version)
                     .or_default()
@@ -353,6 +362,7 @@ impl P2p {
         state
             .heads
             .get(&peer)?
+            .verified
             .iter()
             .find(|(h, _)| h.version == version)
             .map(|(h, _)| h.clone())
@@ -376,13 +386,26 @@ impl P2p {
         exchange::request(&mut self.control.clone(), peer, req).await
     }
 
-    /// Asks a peer for its heads and records those whose seal verifies.
+    /// Asks a peer for its heads (if they changed since its last answer) and records those whose
+    /// seal verifies.
     async fn refresh_heads(&self, peer: PeerId) {
         if self.guard.is_banned(&peer, Instant::now()) {
             return;
         }
-        match self.request(peer, &Request::Heads).await {
+        let last = self
+            .state
+            .lock()
+            .expect("state lock")
+            .heads
+            .get(&peer)
+            .and_then(|h| h.digest);
+        let request = match last {
+            Some(digest) => Request::HeadsIfChanged { digest },
+            None => Request::Heads,
+        };
+        match self.request(peer, &request).await {
             Ok(Response::Heads(heads)) => {
+                let mut digest = Some(heads_digest(&heads));
                 let total = heads.len();
                 let verified: Vec<(Head, PeerId)> = heads
                     .into_iter()
@@ -391,14 +414,17 @@ impl P2p {
                 if verified.len() < total {
                     tracing::warn!(%peer, dropped = total - verified.len(), "dropping heads whose seal does not verify");
                     self.offence(peer, guard::Offence::ForgedHead);
+                    digest = None;
                 }
                 self.state
                     .lock()
                     .expect("state lock")
                     .heads
-                    .insert(peer, verified);
+                    .insert(peer, PeerHeads { verified, digest });
                 self.jobs.on_heads(self);
             }
+            // Follows still retry what they have not got.
+            Ok(Response::HeadsUnchanged) if last.is_some() => self.jobs.on_heads(self),
             Ok(other) => tracing::debug!(%peer, "unexpected answer to heads: {other:?}"),
             Err(e) => tracing::debug!(%peer, "heads request failed: {e:#}"),
         }
