@@ -58,7 +58,7 @@ fn main() {
     settle();
     let t = Instant::now();
     let st = b.pull(json!({"uuid": root}));
-    let pull = t.elapsed();
+    let pull = Timing::since(t);
     assert_eq!(st["state"], "done", "{st}");
     let fetched = st["bytes_fetched"].as_u64().unwrap();
     let back = b.get_bytes(&format!(
@@ -76,41 +76,30 @@ fn main() {
     write_block_files(&src, &blocks);
     let rsync = rsync_copy(&src, blocks.len());
     let sendme = sendme_copy(&src, blocks.len());
-    let mbps = |d: Duration| fetched as f64 / 1e6 / d.as_secs_f64();
     println!(
-        "1. full pull of {:.2} GiB of objects ({} objects):",
+        "1. full pull of {:.2} GiB of objects ({} objects); wall time, then until on disk (a sync after):",
         fetched as f64 / (1u64 << 30) as f64,
         st["objects_fetched"]
     );
-    println!(
-        "   dvid pull over libp2p:            {:7.2} s {:8.1} MB/s",
-        pull.as_secs_f64(),
-        mbps(pull)
-    );
-    println!(
-        "   TCP copy into files + fsync:      {:7.2} s {:8.1} MB/s  (the limit)",
-        limit.as_secs_f64(),
-        mbps(limit)
-    );
-    println!(
-        "   ratio dvid / limit: {:.2} (goal <= 1.4)",
-        pull.as_secs_f64() / limit.as_secs_f64()
+    pull.print("dvid pull over libp2p", fetched, None);
+    limit.print(
+        "TCP copy into files + fsync",
+        fetched,
+        Some(("the limit; goal <= 1.4", pull)),
     );
     match rsync {
-        Some(r) => println!(
-            "   rsync daemon over loopback:       {:7.2} s {:8.1} MB/s  ratio dvid / rsync {:.2} (goal < 1)",
-            r.as_secs_f64(),
-            mbps(r),
-            pull.as_secs_f64() / r.as_secs_f64()
+        Some(r) => r.print(
+            "rsync daemon over loopback",
+            fetched,
+            Some(("goal < 1", pull)),
         ),
         None => println!("   rsync: not installed (apt-get install rsync), not measured"),
     }
     match sendme {
-        Ok(d) => println!(
-            "   iroh sendme over loopback:        {:7.2} s {:8.1} MB/s  ratio dvid / sendme {:.2} (goal < 1)",
-            d.as_secs_f64(),
-            mbps(d),
-            pull.as_secs_f64() / d.as_secs_f64()
+        Ok(d) => d.print(
+            "iroh sendme over loopback",
+            fetched,
+            Some(("goal < 1", pull)),
         ),
         Err(why) => println!("   iroh sendme: not measured: {why}"),
     }
@@ -168,7 +157,7 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// Sends every block over one loopback TCP connection; the receiver writes each to its own file and
 /// fsyncs it. Returns the wall time until the receiver is done.
-fn tcp_copy_with_fsync(blocks: &[Vec<u8>]) -> Duration {
+fn tcp_copy_with_fsync(blocks: &[Vec<u8>]) -> Timing {
     let dir = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -195,7 +184,46 @@ fn tcp_copy_with_fsync(blocks: &[Vec<u8>]) -> Duration {
         s.write_all(b).unwrap();
     }
     receiver.join().unwrap();
-    t.elapsed()
+    Timing::since(t)
+}
+
+/// A contender's wall time, and its time until its bytes were on disk: rsync and sendme leave
+/// them in the page cache, the limit fsyncs every file and dvid fsyncs every batch it writes.
+#[derive(Clone, Copy)]
+struct Timing {
+    done: Duration,
+    durable: Duration,
+}
+
+impl Timing {
+    /// The time since `start`, then a `sync` and the time again.
+    fn since(start: Instant) -> Self {
+        let done = start.elapsed();
+        settle();
+        Self {
+            done,
+            durable: start.elapsed(),
+        }
+    }
+
+    /// One line of figures, with dvid's ratio to this contender if it is one.
+    fn print(&self, what: &str, bytes: u64, against: Option<(&str, Timing)>) {
+        let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+        let ratio = match against {
+            Some((goal, dvid)) => format!(
+                "  dvid / this {:.2}, on disk {:.2} ({goal})",
+                dvid.done.as_secs_f64() / self.done.as_secs_f64(),
+                dvid.durable.as_secs_f64() / self.durable.as_secs_f64()
+            ),
+            None => String::new(),
+        };
+        println!(
+            "   {what:<29} {:6.2} s {:6.1} MB/s | on disk {:6.2} s{ratio}",
+            self.done.as_secs_f64(),
+            mbps(self.done),
+            self.durable.as_secs_f64(),
+        );
+    }
 }
 
 /// Lets the disk catch up (writes of earlier steps still in the page cache) before a timed step,
@@ -213,7 +241,7 @@ fn write_block_files(dir: &Path, blocks: &[Vec<u8>]) {
 }
 
 /// rsync of the files in `src` from an rsync daemon on loopback; `None` if rsync is missing.
-fn rsync_copy(src: &Path, files: usize) -> Option<Duration> {
+fn rsync_copy(src: &Path, files: usize) -> Option<Timing> {
     if Command::new("rsync").arg("--version").output().is_err() {
         return None;
     }
@@ -249,7 +277,7 @@ fn rsync_copy(src: &Path, files: usize) -> Option<Duration> {
         .arg(&dst)
         .status()
         .is_ok_and(|s| s.success());
-    let took = t.elapsed();
+    let took = Timing::since(t);
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert!(ok, "rsync failed");
@@ -298,7 +326,7 @@ impl Drop for Netns {
 /// iroh's sendme of the files in `src`, sender and receiver in a namespace of their own with
 /// relays disabled. Times the receive only (the sender hashes the files before it prints a ticket,
 /// as rsync's source files exist before it runs).
-fn sendme_copy(src: &Path, files: usize) -> Result<Duration, String> {
+fn sendme_copy(src: &Path, files: usize) -> Result<Timing, String> {
     let sendme = std::env::var_os("DVID_SENDME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("sendme"));
@@ -338,7 +366,7 @@ fn sendme_copy(src: &Path, files: usize) -> Result<Duration, String> {
             .current_dir(&dst)
             .output()
             .map_err(|e| format!("running sendme receive: {e}"))?;
-        let took = t.elapsed();
+        let took = Timing::since(t);
         if !out.status.success() {
             return Err(format!(
                 "sendme receive failed: {}",
