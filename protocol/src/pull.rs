@@ -27,6 +27,10 @@ pub struct PullConfig {
     pub timeout_ms: u64,
     /// Attempts per object before the pull fails.
     pub max_attempts: u32,
+    /// Endgame: once nothing is left to queue, a peer with a free slot is also asked for the objects
+    /// of a request that has waited this long at another peer; the first answer wins. A slow or
+    /// stuck peer then delays the end of a pull by this, not by the timeout.
+    pub endgame_after_ms: u64,
 }
 
 impl Default for PullConfig {
@@ -36,6 +40,7 @@ impl Default for PullConfig {
             per_peer_in_flight: 4,
             timeout_ms: 30_000,
             max_attempts: 6,
+            endgame_after_ms: 2_000,
         }
     }
 }
@@ -100,6 +105,8 @@ struct InFlight<P> {
     peer: P,
     items: Vec<Item<P>>,
     sent_ms: u64,
+    /// Sent again to another peer in the endgame, or such a second copy: never copied again.
+    twinned: bool,
 }
 
 /// What the pull knows of one peer.
@@ -124,6 +131,8 @@ pub struct Pull<P> {
     /// Set when the pull cannot complete; reported by the next poll.
     failure: Option<String>,
     seen: HashSet<(ObjectId, usize)>,
+    /// Objects received and verified, so a second copy (from an endgame twin) is dropped.
+    fetched: HashSet<ObjectId>,
     in_flight: BTreeMap<u64, InFlight<P>>,
     peers: BTreeMap<P, PeerState>,
     /// Peers that lied or refused: never asked again, even if offered anew.
@@ -149,6 +158,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             queue: VecDeque::new(),
             failure: None,
             seen: HashSet::new(),
+            fetched: HashSet::new(),
             in_flight: BTreeMap::new(),
             peers: BTreeMap::new(),
             dropped: BTreeSet::new(),
@@ -235,7 +245,17 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         if let Some(reason) = self.failure.take() {
             return Ok(self.fail(reason));
         }
-        if self.queue.is_empty() && self.in_flight.is_empty() {
+        // Requests whose every object came by an endgame twin are not waited for: a stuck peer
+        // keeps their slots until it answers or times out, but the pull can end without them.
+        let fetched = &self.fetched;
+        let waiting = self
+            .in_flight
+            .values()
+            .any(|f| f.items.iter().any(|i| !fetched.contains(&i.want.id)));
+        if !waiting {
+            self.queue.retain(|i| !fetched.contains(&i.want.id));
+        }
+        if self.queue.is_empty() && !waiting {
             self.finished = true;
             out.push(Output::Done);
             return Ok(out);
@@ -263,6 +283,9 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         let mut bad = None;
         let mut retry = Vec::new();
         for (mut item, reply) in f.items.into_iter().zip(replies) {
+            if self.fetched.contains(&item.want.id) {
+                continue; // its endgame twin brought it first
+            }
             match reply {
                 ObjectReply::Missing => {
                     item.missing_at.push(f.peer.clone());
@@ -287,6 +310,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                     }
                     self.progress.objects_fetched += 1;
                     self.progress.bytes_fetched += bytes.len() as u64;
+                    self.fetched.insert(item.want.id);
                     store.push((item.want.id, bytes));
                 }
             }
@@ -478,6 +502,9 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 let Some(mut item) = self.queue.pop_front() else {
                     break;
                 };
+                if self.fetched.contains(&item.want.id) {
+                    continue;
+                }
                 if item.missing_at.contains(&peer) {
                     skipped.push_back(item);
                     continue;
@@ -494,8 +521,12 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             }
             skipped.append(&mut self.queue);
             self.queue = skipped;
+            let mut twinned = false;
             if items.is_empty() {
-                return;
+                match self.endgame_items(&peer, now_ms) {
+                    Some(copies) => (items, twinned) = (copies, true),
+                    None => return,
+                }
             }
             let request = self.next_request;
             self.next_request += 1;
@@ -514,6 +545,7 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                     peer: peer.clone(),
                     items,
                     sent_ms: now_ms,
+                    twinned,
                 },
             );
             out.push(Output::Send {
@@ -522,6 +554,23 @@ impl<P: Ord + Clone + Debug> Pull<P> {
                 message,
             });
         }
+    }
+
+    /// The endgame: the objects of the oldest request that has waited at another peer for at least
+    /// `endgame_after_ms` and was not copied yet (those `peer` has not said it lacks). That request
+    /// is marked as copied.
+    fn endgame_items(&mut self, peer: &P, now_ms: u64) -> Option<Vec<Item<P>>> {
+        let after = self.config.endgame_after_ms;
+        let fetched = &self.fetched;
+        let wanted = |i: &Item<P>| !i.missing_at.contains(peer) && !fetched.contains(&i.want.id);
+        let (_, f) = self.in_flight.iter_mut().find(|(_, f)| {
+            !f.twinned
+                && f.peer != *peer
+                && now_ms.saturating_sub(f.sent_ms) >= after
+                && f.items.iter().any(wanted)
+        })?;
+        f.twinned = true;
+        Some(f.items.iter().filter(|i| wanted(i)).cloned().collect())
     }
 
     fn ban(&mut self, f: InFlight<P>, reason: String) -> Vec<Output<P>> {
@@ -683,5 +732,45 @@ mod tests {
             }
         }
         panic!("the pull did not finish");
+    }
+
+    #[test]
+    fn pull_endgame_asks_an_idle_peer_for_what_a_stuck_one_holds() {
+        let (origin, manifest) = origin();
+        let recv = Store::open_memory().unwrap();
+        // Peer 0 never answers (nor fails); peer 1 serves. Without the endgame, the objects sent to
+        // peer 0 would wait for the 30 s timeout.
+        let config = PullConfig::default();
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, config.clone());
+        pull.add_peer(0);
+        pull.add_peer(1);
+        let mut stuck = 0;
+        for now in (0..config.timeout_ms).step_by(100) {
+            let mut outputs = pull.poll(recv.objects(), now).unwrap();
+            while let Some(out) = outputs.pop() {
+                match out {
+                    Output::Send { peer: 0, .. } => stuck += 1,
+                    Output::Send {
+                        request, message, ..
+                    } => match answer(&origin, "recv", message) {
+                        Response::Objects(r) => outputs.extend(pull.on_reply(request, r)),
+                        other => panic!("{other:?}"),
+                    },
+                    Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
+                    Output::Done => {
+                        assert!(stuck > 0, "peer 0 was never asked");
+                        // Two waves of requests went to peer 0 (the root, then the next level).
+                        assert!(now < 3 * config.endgame_after_ms, "done only at {now} ms");
+                        recv.import_version(&manifest, None).unwrap();
+                        // Each object counted once, though some were asked of both peers.
+                        let objects = recv.fsck().unwrap().objects_checked;
+                        assert_eq!(pull.progress().objects_fetched, objects);
+                        return;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        panic!("the pull waited for the stuck peer's timeout");
     }
 }
