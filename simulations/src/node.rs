@@ -135,8 +135,8 @@ pub struct SimNode {
     pub heads_digest: BTreeMap<NodeId, ObjectId>,
     /// Followed repos, by root UUID (kept across restarts, as the node's jobs file keeps them).
     pub follows: BTreeSet<Uuid>,
-    /// Failed pulls per version (kept across restarts, as the node's jobs file keeps them).
-    pub failures: BTreeMap<Uuid, u32>,
+    /// When pulls of each version failed (kept across restarts, as the node's jobs file keeps them).
+    pub failures: BTreeMap<Uuid, Vec<Micros>>,
     pub jobs: BTreeMap<u64, Job>,
     pub next_job: u64,
     /// Outstanding requests by transport id, with when they were sent.
@@ -248,13 +248,20 @@ impl SimNode {
     /// followed repos not held in full, not being pulled, not failed too often, and not claimed
     /// with two commit hashes (a conflict, never pulled silently). In order of first offer (never
     /// in UUID order: UUIDs are random).
-    pub fn to_pull(&self, max_failures: u32) -> Vec<(Uuid, ObjectId)> {
+    pub fn to_pull(&self, max_failures: u32, window: Micros, now: Micros) -> Vec<(Uuid, ObjectId)> {
+        let recent = |v: &Uuid| {
+            self.failures.get(v).map_or(0, |at| {
+                at.iter()
+                    .filter(|&&t| now.saturating_sub(t) < window)
+                    .count()
+            })
+        };
         let mut out: Vec<(Uuid, ObjectId)> = Vec::new();
         for h in self.heads.values().flatten() {
             if self.follows.contains(&h.repo)
                 && !out.iter().any(|(v, _)| *v == h.version)
                 && !self.jobs.values().any(|j| j.version == h.version)
-                && self.failures.get(&h.version).copied().unwrap_or(0) < max_failures
+                && recent(&h.version) < max_failures as usize
                 && !self.holds_full(h.version)
                 && !self.conflicting(h.version, h.commit_hash)
             {

@@ -28,8 +28,10 @@ pub struct SimConfig {
     pub request_timeout_ms: u64,
     /// A request to a host that is gone (offline, or across a partition) fails after this long.
     pub dial_timeout_ms: u64,
-    /// Failed pulls of a version after which following stops retrying it (FOLLOW_MAX_FAILURES).
+    /// Failed pulls of a version within `follow_failure_window_ms` after which following pauses it
+    /// (FOLLOW_MAX_FAILURES, FOLLOW_FAILURE_WINDOW).
     pub follow_max_failures: u32,
+    pub follow_failure_window_ms: u64,
     /// A job takes a manifest only if its target has the commit hash the offering heads carry
     /// (sealed by the locker), and counts a forged head against the sender otherwise, as the node
     /// does since the simulator found forged manifests accepted. `false` models the node before.
@@ -48,6 +50,7 @@ impl Default for SimConfig {
             request_timeout_ms: 60_000,
             dial_timeout_ms: 10_000,
             follow_max_failures: 3,
+            follow_failure_window_ms: 600_000,
             manifest_matches_head: true,
             pull: PullConfig::default(),
             max_sim_ms: 600_000,
@@ -570,7 +573,10 @@ impl Sim {
 
     /// New heads: start pulls of followed repos' new versions.
     fn follow(&mut self, node: NodeId) {
-        for (version, hash) in self.nodes[node as usize].to_pull(self.cfg.follow_max_failures) {
+        let window = self.cfg.follow_failure_window_ms * 1_000;
+        let wanted =
+            self.nodes[node as usize].to_pull(self.cfg.follow_max_failures, window, self.now);
+        for (version, hash) in wanted {
             let n = &mut self.nodes[node as usize];
             let peers = n.offered_by(version);
             let id = n.next_job;
@@ -866,10 +872,11 @@ impl Sim {
 
     fn pull_failed(&mut self, node: NodeId, version: Uuid, reason: String) {
         self.note(&[9, node as u64]);
-        *self.nodes[node as usize]
+        self.nodes[node as usize]
             .failures
             .entry(version)
-            .or_insert(0) += 1;
+            .or_default()
+            .push(self.now);
         self.metrics.pulls_failed += 1;
         *self
             .metrics

@@ -20,8 +20,11 @@ use tokio::sync::mpsc;
 const FIND_PEERS_FOR: Duration = Duration::from_secs(60);
 /// How often a running pull looks for more peers offering its version.
 const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
-/// Failed pulls of one version after which following stops retrying it (a manual pull still can).
+/// Failed pulls of one version, within [`FOLLOW_FAILURE_WINDOW`], after which following pauses it
+/// (a manual pull still can). A laptop whose network dropped during three pulls tries again once
+/// those failures age out, instead of never.
 const FOLLOW_MAX_FAILURES: usize = 3;
+const FOLLOW_FAILURE_WINDOW: Duration = Duration::from_secs(600);
 
 /// What to pull.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +47,9 @@ pub struct JobStatus {
     pub bytes_fetched: u64,
     pub objects_total: Option<u64>,
     pub bytes_total: Option<u64>,
+    /// When the job ended, in seconds since the Unix epoch (absent in job files from before).
+    #[serde(default)]
+    pub ended: Option<u64>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -152,7 +158,7 @@ impl Jobs {
                 let of_uuid = || s.jobs.values().filter(|(spec, _)| spec.uuid == uuid);
                 (
                     of_uuid().any(|(_, st)| st.state == "running"),
-                    of_uuid().filter(|(_, st)| st.state == "failed").count(),
+                    recent_failures(of_uuid().map(|(_, st)| st), unix_now()),
                 )
             };
             if !running && failed < FOLLOW_MAX_FAILURES {
@@ -187,6 +193,20 @@ impl Jobs {
     }
 }
 
+/// Jobs among `jobs` that failed within [`FOLLOW_FAILURE_WINDOW`] before `now` (Unix seconds).
+fn recent_failures<'a>(jobs: impl Iterator<Item = &'a JobStatus>, now: u64) -> usize {
+    let window = FOLLOW_FAILURE_WINDOW.as_secs();
+    jobs.filter(|st| st.state == "failed")
+        .filter(|st| st.ended.is_some_and(|t| now.saturating_sub(t) < window))
+        .count()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn holds(p2p: &P2p, uuid: &str) -> bool {
     p2p.store
         .resolve(uuid)
@@ -195,11 +215,14 @@ fn holds(p2p: &P2p, uuid: &str) -> bool {
 
 async fn run(p2p: P2p, id: u64, spec: JobSpec) {
     let result = drive(&p2p, id, &spec).await;
-    p2p.jobs.update(id, |st| match result {
-        Ok(()) => st.state = "done".into(),
-        Err(e) => {
-            st.state = "failed".into();
-            st.error = Some(e);
+    p2p.jobs.update(id, |st| {
+        st.ended = Some(unix_now());
+        match result {
+            Ok(()) => st.state = "done".into(),
+            Err(e) => {
+                st.state = "failed".into();
+                st.error = Some(e);
+            }
         }
     });
     p2p.jobs.save();
@@ -503,5 +526,35 @@ impl Storer {
             Some(task) => task.await.map_err(|e| e.to_string())?,
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: &str, ended: Option<u64>) -> JobStatus {
+        JobStatus {
+            state: state.into(),
+            ended,
+            ..JobStatus::default()
+        }
+    }
+
+    #[test]
+    fn follow_counts_only_recent_failures() {
+        let now = 1_000_000;
+        let window = FOLLOW_FAILURE_WINDOW.as_secs();
+        let jobs = [
+            job("failed", Some(now - 5)),
+            job("failed", Some(now - window + 1)),
+            job("failed", Some(now - window)), // aged out
+            job("failed", None),               // from a job file written before `ended`
+            job("done", Some(now)),
+            job("running", None),
+        ];
+        assert_eq!(recent_failures(jobs.iter(), now), 2);
+        // Later, every failure has aged out and following retries the version.
+        assert_eq!(recent_failures(jobs.iter(), now + window), 0);
     }
 }
