@@ -32,6 +32,8 @@ fn p2p_cli_pull_waits_for_the_version() {
         &format!("/api/repo/{root}/share"),
         json!({"peers": [b.peer_id()]}),
     );
+    // A UUID prefix names a version among those peers offer: B must have heard of it first.
+    b.wait_offered(&root);
     let done = pull(&root[..8]);
     assert!(done.status.success(), "{done:?}");
     let st: Value = serde_json::from_slice(&done.stdout).unwrap();
