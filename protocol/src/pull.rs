@@ -646,55 +646,31 @@ mod tests {
         (s, m)
     }
 
-    #[test]
-    fn pull_moves_off_a_peer_whose_requests_fail() {
-        let (origin, manifest) = origin();
-        let recv = Store::open_memory().unwrap();
-        // Peer 0 sorts first and every request to it fails in transport; peer 1 serves.
-        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
-        pull.add_peer(0);
-        pull.add_peer(1);
-        let mut sent_to_dead = 0;
-        for now in 0..1_000 {
-            let mut outputs = pull.poll(recv.objects(), now).unwrap();
-            while let Some(out) = outputs.pop() {
-                match out {
-                    Output::Send {
-                        peer: 0, request, ..
-                    } => {
-                        sent_to_dead += 1;
-                        pull.on_failed(request);
-                    }
-                    Output::Send {
-                        request, message, ..
-                    } => match answer(&origin, "recv", message) {
-                        Response::Objects(r) => outputs.extend(pull.on_reply(request, r)),
-                        other => panic!("{other:?}"),
-                    },
-                    Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
-                    Output::Done => {
-                        recv.import_version(&manifest, None).unwrap();
-                        // The dead peer was probed, not handed every retry.
-                        assert!(sent_to_dead < 6, "{sent_to_dead} requests to the dead peer");
-                        return;
-                    }
-                    other => panic!("the pull gave up with a good peer left: {other:?}"),
-                }
-            }
-        }
-        panic!("the pull did not finish");
+    /// What a test peer does with a request for objects.
+    enum Fate {
+        Answer,
+        /// Answers with every object's bytes altered.
+        Corrupt,
+        /// Fails in transport.
+        Fail,
+        /// Never answers, nor fails.
+        Lost,
     }
 
-    #[test]
-    fn pull_takes_peers_that_join_but_not_ones_it_dropped() {
-        let (origin, manifest) = origin();
+    /// Drives `pull` of `manifest` from `origin` into a new store at the times given. `fate` says
+    /// what the peer asked does with each request (given the peer and the number of objects asked),
+    /// `on_ban` hears of each ban. Returns when the pull was done and the store it filled (with
+    /// the version imported), or `None` if it had not finished by the last time.
+    fn drive(
+        pull: &mut Pull<u8>,
+        origin: &Store,
+        manifest: &VersionManifest,
+        times: impl IntoIterator<Item = u64>,
+        mut fate: impl FnMut(u8, usize) -> Fate,
+        mut on_ban: impl FnMut(&mut Pull<u8>, u8),
+    ) -> Option<(u64, Store)> {
         let recv = Store::open_memory().unwrap();
-        // Peer 0 lies; peer 1 offers the version only once the pull has begun.
-        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
-        assert!(pull.add_peer(0));
-        assert!(!pull.add_peer(0), "a peer is added once");
-        let mut served_by_1 = 0;
-        for now in 0..1_000 {
+        for now in times {
             let mut outputs = pull.poll(recv.objects(), now).unwrap();
             while let Some(out) = outputs.pop() {
                 match out {
@@ -702,42 +678,94 @@ mod tests {
                         peer,
                         request,
                         message,
-                    } => match answer(&origin, "recv", message) {
-                        Response::Objects(mut r) => {
-                            if peer == 0 {
+                    } => {
+                        let Request::Objects { wants, .. } = &message else {
+                            panic!("{message:?}")
+                        };
+                        let Response::Objects(mut r) = answer(origin, "recv", message.clone())
+                        else {
+                            panic!("refused {message:?}")
+                        };
+                        match fate(peer, wants.len()) {
+                            Fate::Answer => outputs.extend(pull.on_reply(request, r)),
+                            Fate::Corrupt => {
                                 for reply in &mut r {
                                     if let ObjectReply::Found(b) = reply {
                                         b.push(0);
                                     }
                                 }
-                            } else {
-                                served_by_1 += r.len();
+                                outputs.extend(pull.on_reply(request, r));
                             }
-                            outputs.extend(pull.on_reply(request, r));
+                            Fate::Fail => pull.on_failed(request),
+                            Fate::Lost => {}
                         }
-                        other => panic!("{other:?}"),
-                    },
-                    Output::Ban { peer: 0, .. } => {
-                        assert!(!pull.add_peer(0), "a liar is not taken back");
-                        assert!(pull.add_peer(1));
                     }
+                    Output::Ban { peer, .. } => on_ban(pull, peer),
                     Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
                     Output::Done => {
-                        recv.import_version(&manifest, None).unwrap();
-                        assert!(served_by_1 > 0);
-                        return;
+                        recv.import_version(manifest, None).unwrap();
+                        return Some((now, recv));
                     }
-                    other => panic!("{other:?}"),
+                    Output::Failed(reason) => panic!("the pull failed: {reason}"),
                 }
             }
         }
-        panic!("the pull did not finish");
+        None
+    }
+
+    fn no_ban(_: &mut Pull<u8>, peer: u8) {
+        panic!("peer {peer} was banned");
+    }
+
+    #[test]
+    fn pull_moves_off_a_peer_whose_requests_fail() {
+        let (origin, manifest) = origin();
+        // Peer 0 sorts first and every request to it fails in transport; peer 1 serves.
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
+        pull.add_peer(0);
+        pull.add_peer(1);
+        let mut sent_to_dead = 0;
+        let fate = |peer, _| match peer {
+            0 => {
+                sent_to_dead += 1;
+                Fate::Fail
+            }
+            _ => Fate::Answer,
+        };
+        let done = drive(&mut pull, &origin, &manifest, 0..1_000, fate, no_ban);
+        assert!(done.is_some(), "the pull did not finish");
+        // The dead peer was probed, not handed every retry.
+        assert!(sent_to_dead < 6, "{sent_to_dead} requests to the dead peer");
+    }
+
+    #[test]
+    fn pull_takes_peers_that_join_but_not_ones_it_dropped() {
+        let (origin, manifest) = origin();
+        // Peer 0 lies; peer 1 offers the version only once the pull has begun.
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
+        assert!(pull.add_peer(0));
+        assert!(!pull.add_peer(0), "a peer is added once");
+        let mut served_by_1 = 0;
+        let fate = |peer, n| match peer {
+            0 => Fate::Corrupt,
+            _ => {
+                served_by_1 += n;
+                Fate::Answer
+            }
+        };
+        let on_ban = |pull: &mut Pull<u8>, peer| {
+            assert_eq!(peer, 0);
+            assert!(!pull.add_peer(0), "a liar is not taken back");
+            assert!(pull.add_peer(1));
+        };
+        let done = drive(&mut pull, &origin, &manifest, 0..1_000, fate, on_ban);
+        assert!(done.is_some(), "the pull did not finish");
+        assert!(served_by_1 > 0);
     }
 
     #[test]
     fn pull_endgame_asks_an_idle_peer_for_what_a_stuck_one_holds() {
         let (origin, manifest) = origin();
-        let recv = Store::open_memory().unwrap();
         // Peer 0 never answers (nor fails); peer 1 serves. Without the endgame, the objects sent to
         // peer 0 would wait for the 30 s timeout.
         let config = PullConfig::default();
@@ -745,32 +773,22 @@ mod tests {
         pull.add_peer(0);
         pull.add_peer(1);
         let mut stuck = 0;
-        for now in (0..config.timeout_ms).step_by(100) {
-            let mut outputs = pull.poll(recv.objects(), now).unwrap();
-            while let Some(out) = outputs.pop() {
-                match out {
-                    Output::Send { peer: 0, .. } => stuck += 1,
-                    Output::Send {
-                        request, message, ..
-                    } => match answer(&origin, "recv", message) {
-                        Response::Objects(r) => outputs.extend(pull.on_reply(request, r)),
-                        other => panic!("{other:?}"),
-                    },
-                    Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
-                    Output::Done => {
-                        assert!(stuck > 0, "peer 0 was never asked");
-                        // Two waves of requests went to peer 0 (the root, then the next level).
-                        assert!(now < 3 * config.endgame_after_ms, "done only at {now} ms");
-                        recv.import_version(&manifest, None).unwrap();
-                        // Each object counted once, though some were asked of both peers.
-                        let objects = recv.fsck().unwrap().objects_checked;
-                        assert_eq!(pull.progress().objects_fetched, objects);
-                        return;
-                    }
-                    other => panic!("{other:?}"),
-                }
+        let fate = |peer, _| match peer {
+            0 => {
+                stuck += 1;
+                Fate::Lost
             }
-        }
-        panic!("the pull waited for the stuck peer's timeout");
+            _ => Fate::Answer,
+        };
+        let times = (0..config.timeout_ms).step_by(100);
+        let Some((now, recv)) = drive(&mut pull, &origin, &manifest, times, fate, no_ban) else {
+            panic!("the pull waited for the stuck peer's timeout");
+        };
+        assert!(stuck > 0, "peer 0 was never asked");
+        // Two waves of requests went to peer 0 (the root, then the next level).
+        assert!(now < 3 * config.endgame_after_ms, "done only at {now} ms");
+        // Each object counted once, though some were asked of both peers.
+        let objects = recv.fsck().unwrap().objects_checked;
+        assert_eq!(pull.progress().objects_fetched, objects);
     }
 }
