@@ -223,16 +223,8 @@ impl SimNode {
             .is_ok_and(|v| v.locked && v.replica == Replica::Full)
     }
 
-    /// Neighbours whose last heads offer `version`, in id order.
-    pub fn offered_by(&self, version: Uuid) -> Vec<NodeId> {
-        self.heads
-            .iter()
-            .filter(|(_, hs)| hs.iter().any(|h| h.version == version))
-            .map(|(p, _)| *p)
-            .collect()
-    }
-
-    /// Neighbours offering `version` with commit hash `hash` (a running pull takes them too).
+    /// Neighbours offering `version` with commit hash `hash`, in id order: a pull starts with them,
+    /// and a running pull takes those that join.
     pub fn offering(&self, version: Uuid, hash: ObjectId) -> Vec<NodeId> {
         self.heads
             .iter()

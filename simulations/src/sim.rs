@@ -578,7 +578,7 @@ impl Sim {
             self.nodes[node as usize].to_pull(self.cfg.follow_max_failures, window, self.now);
         for (version, hash) in wanted {
             let n = &mut self.nodes[node as usize];
-            let peers = n.offered_by(version);
+            let peers = n.offering(version, hash);
             let id = n.next_job;
             n.next_job += 1;
             n.jobs.insert(
