@@ -105,17 +105,61 @@ pub enum Command {
         /// Only this region of voxels: X,Y,Z:SX,SY,SZ (offset and size).
         #[arg(long)]
         region: Option<String>,
+        /// Seconds to wait for a peer that offers the version before failing.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Ask a connected peer to pull a locked version from this node (the peer's own rules decide:
+    /// it takes versions of repos it holds or follows), and wait until it has it.
+    Push {
+        /// Version UUID (or a unique prefix).
+        uuid: String,
+        /// The peer's PeerId.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for the peer to finish.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
     },
     /// Follow a repo: pull its new locked versions as peers offer them.
     Follow { repo: String },
+    /// Stop following a repo.
+    Unfollow { repo: String },
+    /// List the repos followed.
+    Follows,
+    /// List pull jobs.
+    Jobs,
+    /// Cancel a waiting or running pull job.
+    Cancel { job: String },
     /// Let peers fetch every locked version of a repo.
     Share {
         uuid: String,
         #[arg(required = true)]
         peers: Vec<String>,
     },
+    /// Stop sharing a repo with peers (what they pulled stays with them).
+    Unshare {
+        uuid: String,
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
     /// Let any peer fetch one locked version.
     Publish { uuid: String },
+    /// Stop offering a published version to every peer.
+    Unpublish { uuid: String },
+    /// List the block coordinates or keys of an instance that differ between two versions.
+    Diff {
+        /// The earlier version.
+        from: String,
+        /// The later version.
+        to: String,
+        /// The data instance.
+        #[arg(long)]
+        data: String,
+        /// Print the whole answer as JSON instead of one line per change.
+        #[arg(long)]
+        json: bool,
+    },
     /// List every repo on the node (GET /api/repos/info).
     Repos,
     /// Create or inspect repos.
@@ -230,7 +274,7 @@ pub fn main() -> ExitCode {
             },
         }),
         Command::Id { data_dir } => crate::p2p::identity::load_or_create(&data_dir).map(|k| {
-            println!("{}", k.public().to_peer_id());
+            crate::client::out(&k.public().to_peer_id().to_string());
         }),
         Command::Fsck { data_dir, json } => fsck(&data_dir, json),
         other => Client::new(&cli.server, cli.token.as_deref()).and_then(|c| c.run(other)),
@@ -260,9 +304,9 @@ fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let mut report = store.fsck()?;
     check_seals(&store, &mut report);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::client::out(&serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        crate::client::out(&format!(
             "checked {} objects ({} bytes), {} tree nodes, {} entries, {} versions, {} working entries",
             report.objects_checked,
             report.object_bytes_checked,
@@ -270,9 +314,9 @@ fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             report.entries_checked,
             report.versions_checked,
             report.working_entries_checked
-        );
+        ));
         for p in &report.problems {
-            println!("problem: {p}");
+            crate::client::out(&format!("problem: {p}"));
         }
     }
     anyhow::ensure!(
@@ -282,7 +326,7 @@ fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         data_dir.display()
     );
     if !json {
-        println!("no problems found");
+        crate::client::out("no problems found");
     }
     Ok(())
 }

@@ -38,13 +38,40 @@ impl Client {
                 from,
                 instances,
                 region,
-            } => return self.pull(&uuid, from, instances, region.as_deref()),
+                wait,
+            } => return self.pull(&uuid, from, instances, region.as_deref(), wait),
+            Command::Push { uuid, to, wait } => return self.push(&uuid, &to, wait),
             Command::Follow { repo } => self.post("/api/p2p/follow", json!({"repo": repo}))?,
+            Command::Unfollow { repo } => self.post("/api/p2p/unfollow", json!({"repo": repo}))?,
+            Command::Follows => self.get("/api/p2p/follow")?,
+            Command::Jobs => self.get("/api/p2p/jobs")?,
+            Command::Cancel { job } => {
+                self.post(&format!("/api/p2p/jobs/{job}/cancel"), json!({}))?
+            }
             Command::Share { uuid, peers } => {
                 self.post(&format!("/api/repo/{uuid}/share"), json!({"peers": peers}))?
             }
+            Command::Unshare { uuid, peers } => self.post(
+                &format!("/api/repo/{uuid}/unshare"),
+                json!({"peers": peers}),
+            )?,
             Command::Publish { uuid } => {
                 self.post(&format!("/api/node/{uuid}/publish"), json!({}))?
+            }
+            Command::Unpublish { uuid } => {
+                self.post(&format!("/api/node/{uuid}/unpublish"), json!({}))?
+            }
+            Command::Diff {
+                from,
+                to,
+                data,
+                json,
+            } => {
+                let d = self.get(&format!("/api/node/{from}/{data}/diff/{to}"))?;
+                if !json {
+                    return print_diff(&d);
+                }
+                d
             }
             Command::Repos => self.get("/api/repos/info")?,
             Command::Repo(RepoCommand::New { alias, description }) => {
@@ -52,7 +79,7 @@ impl Client {
                     "/api/repos",
                     json!({"alias": alias, "description": description}),
                 )?;
-                println!("{}", field(&r, "root")?);
+                out(&field(&r, "root")?);
                 return Ok(());
             }
             Command::Repo(RepoCommand::Info { uuid }) => {
@@ -84,7 +111,7 @@ impl Client {
                     body["note"] = json!(n);
                 }
                 let r = self.post(&format!("/api/node/{uuid}/commit"), body)?;
-                println!("{}", field(&r, "committed")?);
+                out(&field(&r, "committed")?);
                 return Ok(());
             }
             Command::Branch { uuid, name, note } => {
@@ -92,7 +119,7 @@ impl Client {
                     &format!("/api/node/{uuid}/branch"),
                     json!({"branch": name, "note": note}),
                 )?;
-                println!("{}", field(&r, "child")?);
+                out(&field(&r, "child")?);
                 return Ok(());
             }
             Command::Newversion { uuid, note } => {
@@ -100,7 +127,7 @@ impl Client {
                     &format!("/api/node/{uuid}/newversion"),
                     json!({"note": note}),
                 )?;
-                println!("{}", field(&r, "child")?);
+                out(&field(&r, "child")?);
                 return Ok(());
             }
             Command::Merge { parents, note } => {
@@ -108,11 +135,11 @@ impl Client {
                     &format!("/api/repo/{}/merge", parents[0]),
                     json!({"mergeType": "conflict-free", "parents": parents, "note": note}),
                 )?;
-                println!("{}", field(&r, "child")?);
+                out(&field(&r, "child")?);
                 return Ok(());
             }
         };
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        out(&serde_json::to_string_pretty(&answer)?);
         Ok(())
     }
 
@@ -123,8 +150,9 @@ impl Client {
         from: Vec<String>,
         instances: Option<Vec<String>>,
         region: Option<&str>,
+        wait: u64,
     ) -> anyhow::Result<()> {
-        let mut body = json!({"uuid": uuid, "peers": from});
+        let mut body = json!({"uuid": uuid, "peers": from, "wait": wait});
         if let Some(i) = instances {
             body["instances"] = json!(i);
         }
@@ -151,15 +179,15 @@ impl Client {
         );
         bar.set_prefix(uuid.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let mut said = String::new();
         loop {
             let st = self.get(&format!("/api/p2p/jobs/{job}"))?;
             let objects = st["objects_fetched"].as_u64().unwrap_or(0);
             bar.set_position(st["bytes_fetched"].as_u64().unwrap_or(0));
-            bar.set_message(format!("{objects} objects"));
             match st["state"].as_str() {
                 Some("done") => {
                     bar.finish();
-                    println!("{}", serde_json::to_string(&st)?);
+                    out(&serde_json::to_string(&st)?);
                     return Ok(());
                 }
                 Some("failed") => {
@@ -169,8 +197,51 @@ impl Client {
                         st["error"].as_str().unwrap_or("unknown error")
                     );
                 }
-                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+                Some("cancelled") => {
+                    bar.abandon();
+                    bail!("pull job {job} was cancelled");
+                }
+                Some("waiting") => {
+                    // Said once on stderr too, so a log or a pipe shows why nothing moves.
+                    let reason = st["reason"].as_str().unwrap_or("").to_string();
+                    if reason != said {
+                        bar.suspend(|| eprintln!("dvid: waiting: {reason}"));
+                        said = reason.clone();
+                    }
+                    bar.set_message(format!("waiting: {reason}"));
+                }
+                _ => bar.set_message(format!("{objects} objects")),
             }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Pushes a version to a peer and waits until the peer has pulled it, or says why not.
+    fn push(&self, uuid: &str, to: &str, wait: u64) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        let first = self.post("/api/p2p/push", json!({"uuid": uuid, "peer": to}))?;
+        let mut said = String::new();
+        let mut st = first;
+        loop {
+            let state = st["state"].as_str().unwrap_or("").to_string();
+            let detail = st["detail"].as_str().unwrap_or("").to_string();
+            let line = format!("{state}: {detail}");
+            if line != said {
+                eprintln!("dvid: {to} {line}");
+                said = line;
+            }
+            match state.as_str() {
+                "done" => {
+                    out(&serde_json::to_string(&st)?);
+                    return Ok(());
+                }
+                "failed" | "refused" | "cancelled" => bail!("push {state}: {detail}"),
+                _ if std::time::Instant::now() > deadline => {
+                    bail!("push not done after {wait} s: {state}: {detail}")
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(300)),
+            }
+            st = self.get(&format!("/api/p2p/push/{to}/{uuid}"))?;
         }
     }
 
@@ -192,6 +263,48 @@ impl Client {
             .with_context(|| format!("cannot reach the node at {}", self.base))?;
         answer(resp)
     }
+}
+
+/// Prints a line on stdout. A closed pipe (`dvid repos | head -1`) ends the program quietly, as
+/// for any Unix tool, instead of panicking as `println!` does.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("dvid: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Prints a diff as one line per change, then a summary.
+fn print_diff(d: &Value) -> anyhow::Result<()> {
+    let list = d["blocks"].as_array().or(d["keys"].as_array());
+    for c in list.into_iter().flatten() {
+        let what = match (&c["block"], &c["key"]) {
+            (Value::Array(b), _) => format!(
+                "block {}",
+                b.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (_, Value::String(k)) => format!("key {k}"),
+            _ => continue,
+        };
+        out(&format!("{}\t{what}", c["change"].as_str().unwrap_or("?")));
+    }
+    let mut summary = format!(
+        "{} changed ({} added, {} removed, {} modified)",
+        d["changed"], d["added"], d["removed"], d["modified"]
+    );
+    if let Some(b) = d.get("voxel_box") {
+        summary.push_str(&format!(", voxels {} to {}", b["min"], b["max"]));
+    }
+    out(&summary);
+    Ok(())
 }
 
 fn answer(resp: reqwest::blocking::Response) -> anyhow::Result<Value> {

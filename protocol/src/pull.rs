@@ -9,7 +9,7 @@
 
 use crate::wire::{MAX_WANTS_PER_REQUEST, ObjectReply, Request, Want, WantPath};
 use dvid_store::catalog::{DataKind, Uuid};
-use dvid_store::geometry::{key_in_box, prefix_meets_box};
+use dvid_store::geometry::{block_box_of_prefix, block_from_key, key_in_box, prefix_meets_box};
 use dvid_store::manifest::{Restriction, VersionManifest};
 use dvid_store::tree::{Node, child_prefix};
 use dvid_store::{ObjectId, ObjectStore, Point, StoreError};
@@ -97,6 +97,9 @@ struct Item<P> {
 #[derive(Clone, Debug)]
 struct Walk {
     data: Uuid,
+    /// The instance's name and whether its keys are block coordinates, for messages.
+    name: String,
+    block_keys: bool,
     /// Inclusive block box, for block instances of a region pull.
     blocks: Option<(Point, Point)>,
 }
@@ -110,8 +113,12 @@ struct InFlight<P> {
 }
 
 /// What the pull knows of one peer.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct PeerState {
+    /// The version this peer is asked under: the target, or for a peer that holds an ancestor of
+    /// it, that ancestor (whose unchanged subtrees and payloads are the target's too: trees are
+    /// history-independent, so an unchanged part has the same objects at the same paths).
+    serves: Uuid,
     in_flight: usize,
     /// Requests that failed in transport (or timed out) since the peer last answered. A failing
     /// peer is asked last, and one request at a time: otherwise, idle and first in line, it would
@@ -182,6 +189,8 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             };
             pull.walks.push(Walk {
                 data: inst.data_uuid,
+                name: inst.name.clone(),
+                block_keys: inst.kind != DataKind::KeyValue,
                 blocks,
             });
             let want = Want {
@@ -195,14 +204,28 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         pull
     }
 
-    /// A peer that can serve objects (it offers this version, or any holder of its objects), at
-    /// the start or while the pull runs. Returns false if it was known already, or was dropped for
-    /// lying or refusing.
+    /// A peer that offers this version (in full or in part), at the start or while the pull runs.
+    /// Returns false if it was known already, or was dropped for lying or refusing.
     pub fn add_peer(&mut self, peer: P) -> bool {
+        let target = self.version;
+        self.add_peer_serving(peer, target)
+    }
+
+    /// A peer that offers `version`, an ancestor of the target: it is asked, under that version,
+    /// for what the target did not change since. A laptop's new version then comes from the
+    /// laptop for what it changed and from any holder of its parent for the rest.
+    pub fn add_peer_serving(&mut self, peer: P, version: Uuid) -> bool {
         if self.dropped.contains(&peer) || self.peers.contains_key(&peer) {
             return false;
         }
-        self.peers.insert(peer, PeerState::default());
+        self.peers.insert(
+            peer,
+            PeerState {
+                serves: version,
+                in_flight: 0,
+                failures: 0,
+            },
+        );
         true
     }
 
@@ -453,16 +476,37 @@ impl<P: Ord + Clone + Debug> Pull<P> {
         }
     }
 
-    /// Records a failure if no remaining peer can serve `item`.
+    /// Records a failure if no remaining peer can serve `item`, naming the part of the version
+    /// that nobody reachable holds.
     fn check_servable(&mut self, item: &Item<P>) {
         if self.failure.is_none()
             && !self.peers.is_empty()
             && self.peers.keys().all(|p| item.missing_at.contains(p))
         {
             self.failure = Some(format!(
-                "no peer holds object {} ({:?})",
-                item.want.id, item.want.path
+                "no reachable peer holds {} of instance {:?} in version {} (asked {} peer(s); a partial replica holds only the region it pulled): pull from a node that holds it, or restrict the pull to the region the peers hold",
+                self.describe(item),
+                self.walks[item.instance].name,
+                self.version,
+                self.peers.len()
             ));
+        }
+    }
+
+    /// The part of the version an item is: a block, a key, or the blocks under a tree node.
+    fn describe(&self, item: &Item<P>) -> String {
+        let walk = &self.walks[item.instance];
+        match &item.want.path {
+            WantPath::Root { .. } => "the tree root".into(),
+            WantPath::Node { prefix, depth, .. } if walk.block_keys => {
+                let (lo, hi) = block_box_of_prefix(prefix, usize::from(*depth));
+                format!("blocks {lo:?} to {hi:?}")
+            }
+            WantPath::Node { .. } => "a range of keys".into(),
+            WantPath::Entry { key, .. } => match (walk.block_keys, block_from_key(key)) {
+                (true, Some(b)) => format!("block {b:?}"),
+                _ => format!("a key ({} bytes)", key.len()),
+            },
         }
     }
 
@@ -479,17 +523,20 @@ impl<P: Ord + Clone + Debug> Pull<P> {
     }
 
     fn send(&mut self, now_ms: u64, out: &mut Vec<Output<P>>) {
+        // Peers with nothing to ask of them this time: everything queued is missing there (a
+        // partial replica, or a holder of an ancestor). The next peer in line gets its turn.
+        let mut idle: BTreeSet<P> = BTreeSet::new();
         loop {
             let Some(peer) = self
                 .peers
                 .iter()
-                .filter(|(_, s)| {
+                .filter(|(p, s)| {
                     let limit = if s.failures > 0 {
                         1
                     } else {
                         self.config.per_peer_in_flight
                     };
-                    s.in_flight < limit
+                    s.in_flight < limit && !idle.contains(*p)
                 })
                 .min_by_key(|(_, s)| (s.failures, s.in_flight))
                 .map(|(p, _)| p.clone())
@@ -525,20 +572,21 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             if items.is_empty() {
                 match self.endgame_items(&peer, now_ms) {
                     Some(copies) => (items, twinned) = (copies, true),
-                    None => return,
+                    None => {
+                        idle.insert(peer);
+                        continue;
+                    }
                 }
             }
             let request = self.next_request;
             self.next_request += 1;
             self.progress.requests += 1;
+            let state = self.peers.get_mut(&peer).expect("chosen from peers");
+            state.in_flight += 1;
             let message = Request::Objects {
-                version: self.version,
+                version: state.serves,
                 wants: items.iter().map(|i| i.want.clone()).collect(),
             };
-            self.peers
-                .get_mut(&peer)
-                .expect("chosen from peers")
-                .in_flight += 1;
             self.in_flight.insert(
                 request,
                 InFlight {
@@ -761,6 +809,145 @@ mod tests {
         let done = drive(&mut pull, &origin, &manifest, 0..1_000, fate, on_ban);
         assert!(done.is_some(), "the pull did not finish");
         assert!(served_by_1 > 0);
+    }
+
+    #[test]
+    fn pull_takes_what_a_partial_peer_lacks_from_a_holder_of_the_parent() {
+        // The origin holds the parent (300 keys) and a child that changed 3 of them. Peer 0 is a
+        // laptop: it serves the child but holds only what the child changed. Peer 1 holds the
+        // parent only, and is asked under it.
+        let (origin, parent_manifest) = origin();
+        let parent = parent_manifest.target;
+        let child = origin.new_version(&parent.to_hex(), "").unwrap().to_hex();
+        for i in 0..3 {
+            origin
+                .kv_put(&child, "kv", &format!("k{i}"), vec![9; 64])
+                .unwrap();
+        }
+        origin.commit(&child, None, &[]).unwrap();
+        let manifest = origin.version_manifest(&child).unwrap();
+        let mut in_parent = Vec::new();
+        let parent_root = origin
+            .resolve(&parent.to_hex())
+            .unwrap()
+            .roots
+            .values()
+            .next()
+            .copied();
+        origin
+            .trees()
+            .reachable(parent_root, &mut in_parent)
+            .unwrap();
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
+        assert!(pull.add_peer(0));
+        assert!(pull.add_peer_serving(1, parent));
+        let recv = Store::open_memory().unwrap();
+        let (mut from_laptop, mut from_parent) = (0, 0);
+        for now in 0..1_000 {
+            let mut outputs = pull.poll(recv.objects(), now).unwrap();
+            while let Some(out) = outputs.pop() {
+                match out {
+                    Output::Send {
+                        peer,
+                        request,
+                        message,
+                    } => {
+                        let Request::Objects { version, .. } = &message else {
+                            panic!("{message:?}")
+                        };
+                        assert_eq!(*version, if peer == 0 { manifest.target } else { parent });
+                        let Response::Objects(mut r) = answer(&origin, "recv", message.clone())
+                        else {
+                            panic!("refused {message:?}")
+                        };
+                        for reply in &mut r {
+                            if let ObjectReply::Found(b) = reply {
+                                let unchanged = in_parent.contains(&ObjectId::of(b));
+                                match (peer, unchanged) {
+                                    (0, true) => *reply = ObjectReply::Missing,
+                                    (0, false) => from_laptop += 1,
+                                    _ => from_parent += 1,
+                                }
+                            }
+                        }
+                        outputs.extend(pull.on_reply(request, r));
+                    }
+                    Output::Store(objects) => recv.objects().put_objects(&objects).unwrap(),
+                    Output::Done => {
+                        recv.import_version(&manifest, None).unwrap();
+                        assert!(
+                            from_laptop > 0 && from_parent > 0,
+                            "{from_laptop} {from_parent}"
+                        );
+                        assert_eq!(recv.kv_get(&child, "kv", "k0").unwrap(), Some(vec![9; 64]));
+                        assert!(recv.fsck().unwrap().is_clean());
+                        return;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        panic!("the pull did not finish");
+    }
+
+    #[test]
+    fn pull_names_the_part_no_reachable_peer_holds() {
+        // Only the laptop of the test above is reachable: the pull fails at its first answer,
+        // naming the instance and the part, not a Rust debug dump of the path.
+        let (origin, parent_manifest) = origin();
+        let parent = parent_manifest.target.to_hex();
+        let child = origin.new_version(&parent, "").unwrap().to_hex();
+        origin.kv_put(&child, "kv", "k0", vec![9; 64]).unwrap();
+        origin.commit(&child, None, &[]).unwrap();
+        let manifest = origin.version_manifest(&child).unwrap();
+        let mut in_parent = Vec::new();
+        let parent_root = origin
+            .resolve(&parent)
+            .unwrap()
+            .roots
+            .values()
+            .next()
+            .copied();
+        origin
+            .trees()
+            .reachable(parent_root, &mut in_parent)
+            .unwrap();
+        let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
+        pull.add_peer(0);
+        let recv = Store::open_memory().unwrap();
+        for now in 0..100 {
+            let mut outputs = pull.poll(recv.objects(), now).unwrap();
+            while let Some(out) = outputs.pop() {
+                match out {
+                    Output::Send {
+                        request, message, ..
+                    } => {
+                        let Response::Objects(mut r) = answer(&origin, "recv", message) else {
+                            panic!("refused")
+                        };
+                        for reply in &mut r {
+                            if matches!(reply, ObjectReply::Found(b) if in_parent.contains(&ObjectId::of(b)))
+                            {
+                                *reply = ObjectReply::Missing;
+                            }
+                        }
+                        outputs.extend(pull.on_reply(request, r));
+                    }
+                    Output::Failed(reason) => {
+                        assert!(reason.contains("no reachable peer holds"), "{reason}");
+                        assert!(reason.contains("instance \"kv\""), "{reason}");
+                        assert!(
+                            !reason.contains("Uuid(") && !reason.contains("Node {"),
+                            "{reason}"
+                        );
+                        return;
+                    }
+                    Output::Store(_) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        panic!("the pull neither finished nor failed");
     }
 
     #[test]

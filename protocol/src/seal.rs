@@ -85,6 +85,7 @@ mod tests {
             parents,
             commit_hash: hash,
             seal,
+            holds: None,
         }
     }
 

@@ -6,9 +6,13 @@ use crate::wire::{Head, ObjectReply, Request, Response, Want, WantPath, heads_di
 use dvid_store::catalog::Uuid;
 use dvid_store::{ObjectId, Store, StoreError};
 
-/// The answer to `request` from `peer` (its PeerId as text).
+/// The answer to `request` from `peer` (its PeerId as text). Pushes ask the node to act (start a
+/// pull), which is the node's business: this answers them only with a refusal.
 pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
     match request {
+        Request::Push { .. } | Request::PushStatus { .. } => {
+            Response::Refused("this node takes no pushes".into())
+        }
         Request::Heads => Response::Heads(heads(store, peer)),
         Request::HeadsIfChanged { digest } => {
             let heads = heads(store, peer);
@@ -42,19 +46,16 @@ pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
             }
             let mut replies = Vec::with_capacity(wants.len());
             for w in &wants {
+                // Only an object found at its claimed path in the claimed version is sent: a hash
+                // alone opens nothing. Anything else is missing here: an object the version does
+                // not have at that path (a puller asks a holder of an ancestor for what the target
+                // did not change, not knowing what did), or a node a partial replica lacks.
                 match locate(store, version, w) {
                     Ok(true) => match store.objects().get_object(&w.id) {
                         Ok(Some(bytes)) => replies.push(ObjectReply::Found(bytes)),
                         _ => replies.push(ObjectReply::Missing),
                     },
-                    Ok(false) => {
-                        return Response::Refused(format!(
-                            "object {} is not at {:?} in version {version}",
-                            w.id, w.path
-                        ));
-                    }
-                    // A partial replica lacks nodes outside what it pulled: it cannot serve those.
-                    Err(_) => replies.push(ObjectReply::Missing),
+                    Ok(false) | Err(_) => replies.push(ObjectReply::Missing),
                 }
             }
             Response::Objects(replies)
@@ -75,6 +76,7 @@ fn heads(store: &Store, peer: &str) -> Vec<Head> {
                 parents: o.parents,
                 commit_hash: o.commit_hash,
                 seal: o.seal?,
+                holds: o.holds,
             })
         })
         .collect()

@@ -5,12 +5,14 @@
 //! bytes and checks sizes before allocating.
 
 use dvid_store::catalog::Uuid;
-use dvid_store::{ObjectId, Seal};
+use dvid_store::{ObjectId, Restriction, Seal};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol name for the request/response exchange.
-pub const PROTOCOL: &str = "/dvid/sync/1";
+/// Version 2: heads say what the offering node holds (`Head::holds`), manifests record the
+/// instances each version holds, and an object not at its claimed path is missing, not refused.
+pub const PROTOCOL: &str = "/dvid/sync/2";
 /// Largest frame accepted: a batch of objects at most.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 /// Most objects asked for in one request.
@@ -23,6 +25,9 @@ pub const MAX_HEADS: usize = 10_000;
 pub const MAX_PARENTS: usize = 64;
 /// Largest seal signer key or signature (ed25519 keys and signatures are far smaller).
 pub const MAX_SEAL_PART_BYTES: usize = 256;
+/// Most parts of a partial replica named in one head, and instances named in one part.
+pub const MAX_HELD_PARTS: usize = 64;
+pub const MAX_HELD_INSTANCES: usize = 256;
 
 /// Why bytes from a peer were refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -72,6 +77,11 @@ pub enum Request {
     /// The heads, unless their [`heads_digest`] is still `digest` (the asker's last answer): then
     /// [`Response::HeadsUnchanged`]. Peers poll heads every few seconds; most answers are this.
     HeadsIfChanged { digest: ObjectId },
+    /// Asks the peer to pull `version` from the asker (and whoever else offers it). The peer's own
+    /// rules decide: answered with [`Response::PushState`].
+    Push { version: Uuid },
+    /// Where the peer's pull of a pushed `version` is: answered with [`Response::PushState`].
+    PushStatus { version: Uuid },
 }
 
 /// A locked version a node offers, sealed by the node that locked it (see [`crate::seal`]).
@@ -82,6 +92,10 @@ pub struct Head {
     pub parents: Vec<Uuid>,
     pub commit_hash: ObjectId,
     pub seal: Seal,
+    /// What the offering node holds of the version: `None` all of it, else the parts of a partial
+    /// replica (a laptop's region). Not sealed: it is the offerer's own claim, and every object
+    /// is checked against its hash anyway.
+    pub holds: Option<Vec<Restriction>>,
 }
 
 /// One object of a reply, in the order asked.
@@ -105,6 +119,12 @@ pub enum Response {
     Refused(String),
     /// The heads are those the asker last received.
     HeadsUnchanged,
+    /// The answer to a push: `state` is `waiting`, `running`, `done`, `failed`, `cancelled` or
+    /// `refused`, and `detail` says why (the refusal, the failure, what the pull waits for).
+    PushState {
+        state: String,
+        detail: String,
+    },
 }
 
 /// Identifies a list of heads, as encoded on the wire: askers send the digest of the last list a
@@ -193,12 +213,19 @@ impl Bounded for Response {
                 format!("{} heads; the limit is {MAX_HEADS}", heads.len()),
             )),
             Response::Heads(heads) => heads.iter().try_for_each(|h| {
+                let parts = h.holds.as_deref().unwrap_or_default();
                 let big = h.parents.len() > MAX_PARENTS
                     || h.seal.signer.len() > MAX_SEAL_PART_BYTES
-                    || h.seal.signature.len() > MAX_SEAL_PART_BYTES;
+                    || h.seal.signature.len() > MAX_SEAL_PART_BYTES
+                    || parts.len() > MAX_HELD_PARTS
+                    || parts.iter().any(|p| {
+                        p.instances
+                            .as_ref()
+                            .is_some_and(|l| l.len() > MAX_HELD_INSTANCES)
+                    });
                 match big {
                     true => Err(WireError::OutOfBounds(format!(
-                        "head of {} with an oversized parent list or seal",
+                        "head of {} with an oversized parent list, seal or list of parts held",
                         h.version
                     ))),
                     false => Ok(()),

@@ -469,7 +469,10 @@ fn follow_response(r: Response) {
                 let _ = seal::verify_head(h);
             }
         }
-        Response::Objects(_) | Response::Refused(_) | Response::HeadsUnchanged => {}
+        Response::Objects(_)
+        | Response::Refused(_)
+        | Response::HeadsUnchanged
+        | Response::PushState { .. } => {}
     }
 }
 
@@ -1032,6 +1035,7 @@ impl Corpus {
                 parents: v.parents.clone(),
                 commit_hash: v.commit_hash,
                 seal: v.seal.clone().expect("sealed"),
+                holds: None,
             })
             .collect();
         let announcements: Vec<Vec<u8>> = [0, 1, 2, 4]
@@ -1061,6 +1065,12 @@ impl Corpus {
                 digest: ObjectId([0x5a; 32]),
             },
             Request::Manifest {
+                version: Uuid(0xa4),
+            },
+            Request::Push {
+                version: Uuid(0xa4),
+            },
+            Request::PushStatus {
                 version: Uuid(0xa4),
             },
             Request::Objects {
@@ -1099,8 +1109,21 @@ impl Corpus {
             ),
             Response::Refused("version a4 is not shared with peer 12D3KooW".into()),
             Response::HeadsUnchanged,
+            Response::PushState {
+                state: "waiting".into(),
+                detail: "no connected peer offers version a4".into(),
+            },
         ];
         responses.push(Response::Heads(heads.clone()));
+        // A laptop's partial head: the region and instances it holds.
+        let mut partial = heads.clone();
+        for h in &mut partial {
+            h.holds = Some(vec![dvid_store::Restriction {
+                instances: Some(vec!["grayscale".into(), "segmentation".into()]),
+                region: Some(([0, 0, 0], [127, 127, 127])),
+            }]);
+        }
+        responses.push(Response::Heads(partial));
         let response_frames: Vec<Vec<u8>> = responses.iter().map(wire::encode).collect();
 
         let body = |f: &Vec<u8>| plain(f[4..].to_vec());
@@ -1203,6 +1226,7 @@ fn version(
             )
         })
         .collect();
+    // Spelled out rather than through VersionManifest::content_hash: a check of that function.
     let hash = commit_hash(uuid, &parent_hashes, &root_list, branch);
     VersionDef {
         uuid,
@@ -1212,6 +1236,7 @@ fn version(
         log: vec!["imported".into(), "proofread".into()],
         created: "2025-01-01T00:00:00Z".into(),
         updated: "2025-01-02T00:00:00Z".into(),
+        instances: instances.iter().map(|i| i.data_uuid).collect(),
         roots: roots.clone(),
         commit_hash: hash,
         seal: Some(sealer.seal(&seal_message(REPO, uuid, &parents, hash))),

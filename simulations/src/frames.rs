@@ -13,7 +13,9 @@ const UUID_MAX_LEN: usize = 19;
 pub fn request_len(req: &Request, frame_len: usize) -> u64 {
     let slack = match req {
         Request::Heads | Request::HeadsIfChanged { .. } => 0,
-        Request::Manifest { version } => slack(*version),
+        Request::Manifest { version }
+        | Request::Push { version }
+        | Request::PushStatus { version } => slack(*version),
         Request::Objects { version, wants } => {
             slack(*version)
                 + wants
@@ -45,7 +47,10 @@ pub fn response_len(resp: &Response, frame_len: usize) -> u64 {
             let inner = VersionManifest::decode(bytes).map_or(0, |m| manifest_slack(&m));
             inner + varint_len((bytes.len() + inner) as u128) - varint_len(bytes.len() as u128)
         }
-        Response::Objects(_) | Response::Refused(_) | Response::HeadsUnchanged => 0,
+        Response::Objects(_)
+        | Response::Refused(_)
+        | Response::HeadsUnchanged
+        | Response::PushState { .. } => 0,
     };
     (frame_len + slack) as u64
 }
@@ -58,6 +63,7 @@ fn manifest_slack(m: &VersionManifest) -> usize {
             slack(v.uuid)
                 + v.parents.iter().map(|p| slack(*p)).sum::<usize>()
                 + v.roots.keys().map(|d| slack(*d)).sum::<usize>()
+                + v.instances.iter().map(|d| slack(*d)).sum::<usize>()
         })
         .sum();
     slack(m.repo_root)
@@ -107,6 +113,7 @@ mod tests {
                 signer: vec![1; 36],
                 signature: vec![2; 64],
             },
+            holds: None,
         };
         let (a, b) = (
             Response::Heads(vec![head(5)]),

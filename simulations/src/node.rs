@@ -7,7 +7,6 @@ use dvid_protocol::seal::KeySealer;
 use dvid_protocol::serve::answer;
 use dvid_protocol::wire::{Head, ObjectReply, Request, Response};
 use dvid_store::catalog::Uuid;
-use dvid_store::manifest::commit_hash;
 use dvid_store::{MemEngine, ObjectId, Replica, Sealer, Store, StoreError, VersionManifest};
 use libp2p_identity::Keypair;
 use std::cell::RefCell;
@@ -386,28 +385,16 @@ fn forge(m: &mut VersionManifest, sealer: &KeySealer) {
     };
     let hashes: BTreeMap<Uuid, ObjectId> =
         m.versions.iter().map(|v| (v.uuid, v.commit_hash)).collect();
-    let mut instances: Vec<_> = m.instances.iter().collect();
-    instances.sort_by(|a, b| a.name.cmp(&b.name));
     let target = &m.versions[n - 1];
     let parents: Vec<Option<ObjectId>> = target
         .parents
         .iter()
         .map(|p| hashes.get(p).copied())
         .collect();
-    let roots: Vec<(Uuid, &str, Option<ObjectId>)> = instances
-        .iter()
-        .map(|i| {
-            (
-                i.data_uuid,
-                i.kind.name(),
-                parent_roots.get(&i.data_uuid).map(|r| r.id),
-            )
-        })
-        .collect();
-    let hash = commit_hash(target.uuid, &parents, &roots, &target.branch);
-    let target = &mut m.versions[n - 1];
-    target.roots = parent_roots;
-    target.commit_hash = hash;
+    let mut forged = target.clone();
+    forged.roots = parent_roots;
+    forged.commit_hash = m.content_hash(&forged, &parents);
+    m.versions[n - 1] = forged;
     let message = m.seal_message_of(&m.versions[n - 1]);
     m.versions[n - 1].seal = Some(sealer.seal(&message));
 }

@@ -1115,7 +1115,7 @@ impl Sim {
                     let _ = self.nodes[node as usize].store.objects().put_objects(&got);
                 }
             }
-            Response::Heads(_) | Response::HeadsUnchanged => {}
+            Response::Heads(_) | Response::HeadsUnchanged | Response::PushState { .. } => {}
         }
     }
 }

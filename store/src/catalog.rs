@@ -5,7 +5,7 @@ use crate::geometry::Point;
 use crate::tree::TreeRef;
 use crate::{Codec, ObjectId, Result, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A version or repo UUID: 128 random bits, shown as 32 lowercase hex digits like DVID's.
@@ -137,6 +137,20 @@ pub struct Version {
     pub replica: crate::manifest::Replica,
     /// Any peer may fetch this (locked) version.
     pub published: bool,
+    /// The instances this version holds, by id, fixed when it is committed: the commit hash,
+    /// manifests, fsck and reads use this set, so an instance added to the repo later never
+    /// changes a locked version. `None` while mutable: a mutable version holds every instance of
+    /// its repo (DVID adds instances only to mutable versions). Instance definitions never change
+    /// after creation (only their extents, which no hash covers), so the ids pin name, type, data
+    /// UUID and settings.
+    pub instances: Option<BTreeSet<u32>>,
+}
+
+impl Version {
+    /// True if the version holds the instance (a mutable version holds them all).
+    pub fn has_instance(&self, id: u32) -> bool {
+        self.instances.as_ref().is_none_or(|set| set.contains(&id))
+    }
 }
 
 /// All repos and versions, indexed for lookup by id and by UUID.
@@ -207,11 +221,18 @@ impl Catalog {
             .ok_or_else(|| StoreError::Corrupt(format!("repo id {} is missing", v.repo)))
     }
 
-    /// The instance `name` of the repo holding `version`.
+    /// The instance `name` as `version` holds it. An instance added to the repo after the version
+    /// was committed did not exist at that version: not found, with a message that says so.
     pub fn instance(&self, version: u32, name: &str) -> Result<&Instance> {
         let repo = self.repo_of(version)?;
-        repo.instances.get(name).ok_or_else(|| {
-            StoreError::NotFound(format!(
+        let v = self.version(version)?;
+        match repo.instances.get(name) {
+            Some(inst) if v.has_instance(inst.id) => Ok(inst),
+            Some(_) => Err(StoreError::NotFound(format!(
+                "data instance {name:?} did not exist at version {}: it was added to repo {} after that version was committed, and exists from the versions made since",
+                v.uuid, repo.root
+            ))),
+            None => Err(StoreError::NotFound(format!(
                 "no data instance {name:?} in repo {} (it has: {})",
                 repo.root,
                 repo.instances
@@ -219,8 +240,19 @@ impl Catalog {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))
-        })
+            ))),
+        }
+    }
+
+    /// The instances `version` holds, in name order (the order the commit hash covers them in).
+    pub fn instances_at(&self, version: u32) -> Result<Vec<&Instance>> {
+        let repo = self.repo_of(version)?;
+        let v = self.version(version)?;
+        Ok(repo
+            .instances
+            .values()
+            .filter(|i| v.has_instance(i.id))
+            .collect())
     }
 
     /// Every ancestor of `id`, itself included.
@@ -288,6 +320,7 @@ mod tests {
             seal: None,
             replica: crate::manifest::Replica::Full,
             published: false,
+            instances: Some(BTreeSet::new()),
         }
     }
 

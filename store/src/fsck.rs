@@ -194,7 +194,31 @@ fn check_dag(catalog: &Catalog, report: &mut FsckReport) {
                     "version {} has a tree for unknown instance id {inst}",
                     v.uuid
                 ));
+            } else if !v.has_instance(*inst) {
+                report.problem(format!(
+                    "version {} has a tree for instance id {inst}, which it does not hold",
+                    v.uuid
+                ));
             }
+        }
+        match (&v.instances, v.locked) {
+            (None, true) => report.problem(format!(
+                "locked version {} does not record the instances it holds",
+                v.uuid
+            )),
+            (Some(_), false) => report.problem(format!(
+                "mutable version {} records a fixed instance set",
+                v.uuid
+            )),
+            (Some(set), true) => {
+                for id in set {
+                    if !repo.instances.values().any(|i| i.id == *id) {
+                        report
+                            .problem(format!("version {} holds unknown instance id {id}", v.uuid));
+                    }
+                }
+            }
+            (None, false) => {}
         }
         match (v.locked, v.commit_hash) {
             (true, None) => report.problem(format!("locked version {} has no commit hash", v.uuid)),

@@ -2,13 +2,15 @@
 //! so ranges sort numerically.
 //!
 //! Meta space:
+//! - `c/format` -> the catalog format, one byte (see `records`)
 //! - `c/next_id` -> u32 counter shared by repos, versions and instances
-//! - `r/{repo id}` -> postcard `RepoRecord`
-//! - `v/{version id}` -> postcard `VersionRecord`
+//! - `r/{repo id}` -> `[format]` + postcard `Repo`
+//! - `v/{version id}` -> `[format]` + postcard `Version`
 //!
 //! Working space (uncommitted writes of mutable versions):
 //! - `{instance id}{version id}{index key}` -> postcard `WorkingEntry`
 
+pub const FORMAT: &[u8] = b"c/format";
 pub const NEXT_ID: &[u8] = b"c/next_id";
 pub const REPO_PREFIX: &[u8] = b"r/";
 pub const VERSION_PREFIX: &[u8] = b"v/";

@@ -7,6 +7,7 @@
 mod blocks;
 pub mod catalog;
 pub mod codec;
+pub mod diff;
 pub mod engine;
 mod error;
 mod fsck;
@@ -15,6 +16,7 @@ pub mod keys;
 mod keyvalue;
 pub mod manifest;
 pub mod object;
+mod records;
 mod replicate;
 pub mod sharing;
 mod store;

@@ -36,6 +36,8 @@ pub struct VersionDef {
     pub log: Vec<String>,
     pub created: String,
     pub updated: String,
+    /// The instances it holds, by data UUID: those of its repo when it was committed.
+    pub instances: Vec<Uuid>,
     /// Roots by instance data UUID.
     pub roots: BTreeMap<Uuid, TreeRef>,
     pub commit_hash: ObjectId,
@@ -187,6 +189,28 @@ impl VersionManifest {
         postcard::to_stdvec(self).expect("manifests serialize")
     }
 
+    /// The commit hash of `v`'s contents, given its parents' commit hashes: over the instances it
+    /// holds, in name order. Instances the manifest does not define are left out (verify refuses them).
+    pub fn content_hash(&self, v: &VersionDef, parents: &[Option<ObjectId>]) -> ObjectId {
+        let mut held: Vec<&InstanceDef> = self
+            .instances
+            .iter()
+            .filter(|i| v.instances.contains(&i.data_uuid))
+            .collect();
+        held.sort_by(|a, b| a.name.cmp(&b.name));
+        let roots: Vec<(Uuid, &str, Option<ObjectId>)> = held
+            .iter()
+            .map(|i| {
+                (
+                    i.data_uuid,
+                    i.kind.name(),
+                    v.roots.get(&i.data_uuid).map(|r| r.id),
+                )
+            })
+            .collect();
+        commit_hash(v.uuid, parents, &roots, &v.branch)
+    }
+
     /// Decodes untrusted bytes and checks every commit hash in the chain.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > MAX_MANIFEST_BYTES {
@@ -205,8 +229,6 @@ impl VersionManifest {
     /// and that each version's commit hash matches its contents.
     pub fn verify(&self) -> Result<()> {
         let bad = |m: String| StoreError::BadRequest(format!("manifest of {}: {m}", self.target));
-        let mut instances: Vec<&InstanceDef> = self.instances.iter().collect();
-        instances.sort_by(|a, b| a.name.cmp(&b.name));
         let mut seen: BTreeMap<Uuid, ObjectId> = BTreeMap::new();
         for v in &self.versions {
             let mut parents = Vec::with_capacity(v.parents.len());
@@ -216,26 +238,20 @@ impl VersionManifest {
                     .ok_or_else(|| bad(format!("version {} names parent {p} before it", v.uuid)))?;
                 parents.push(Some(*h));
             }
-            if v.roots
-                .keys()
-                .any(|d| !instances.iter().any(|i| i.data_uuid == *d))
-            {
+            let defined = |d: &Uuid| self.instances.iter().any(|i| i.data_uuid == *d);
+            if !v.instances.iter().all(defined) {
                 return Err(bad(format!(
-                    "version {} has a root for an unknown instance",
+                    "version {} holds an instance the manifest does not define",
                     v.uuid
                 )));
             }
-            let roots: Vec<(Uuid, &str, Option<ObjectId>)> = instances
-                .iter()
-                .map(|i| {
-                    (
-                        i.data_uuid,
-                        i.kind.name(),
-                        v.roots.get(&i.data_uuid).map(|r| r.id),
-                    )
-                })
-                .collect();
-            let expected = commit_hash(v.uuid, &parents, &roots, &v.branch);
+            if v.roots.keys().any(|d| !v.instances.contains(d)) {
+                return Err(bad(format!(
+                    "version {} has a root for an instance it does not hold",
+                    v.uuid
+                )));
+            }
+            let expected = self.content_hash(v, &parents);
             if expected != v.commit_hash {
                 return Err(bad(format!(
                     "version {} claims commit hash {} but its contents hash to {expected}",

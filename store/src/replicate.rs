@@ -3,7 +3,7 @@
 
 use crate::catalog::{Instance, Repo, Uuid, Version, now};
 use crate::manifest::{InstanceDef, Replica, Restriction, VersionDef, VersionManifest};
-use crate::store::put_record;
+use crate::records::put_record;
 use crate::{Result, Store, StoreError, keys};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +27,7 @@ impl Store {
             .collect();
         // Ids grow with creation here and with import order, so ascending ids put parents first.
         let mut versions = Vec::new();
+        let mut held_by_any = std::collections::BTreeSet::new();
         for id in c.ancestors(vid)? {
             let v = c.version(id)?;
             let commit_hash = v.commit_hash.ok_or_else(|| {
@@ -36,7 +37,10 @@ impl Store {
             for p in &v.parents {
                 parents.push(c.version(*p)?.uuid);
             }
+            let held: Vec<&Instance> = c.instances_at(id)?;
+            held_by_any.extend(held.iter().map(|i| i.id));
             versions.push(VersionDef {
+                instances: held.iter().map(|i| i.data_uuid).collect(),
                 uuid: v.uuid,
                 parents,
                 branch: v.branch.clone(),
@@ -57,7 +61,13 @@ impl Store {
             repo_root: repo.root,
             alias: repo.alias.clone(),
             description: repo.description.clone(),
-            instances: repo.instances.values().map(instance_def).collect(),
+            // Only what the chain holds: instances added since stay with the mutable versions here.
+            instances: repo
+                .instances
+                .values()
+                .filter(|i| held_by_any.contains(&i.id))
+                .map(instance_def)
+                .collect(),
             versions,
             target: target.uuid,
         })
@@ -196,6 +206,7 @@ impl Store {
                     .iter()
                     .map(|(du, r)| (local_instance[du], *r))
                     .collect(),
+                instances: Some(d.instances.iter().map(|du| local_instance[du]).collect()),
                 commit_hash: Some(d.commit_hash),
                 seal: d.seal.clone(),
                 replica,
@@ -207,7 +218,7 @@ impl Store {
         repo.updated = now();
         let mut batch = vec![
             put_record(keys::repo(repo.id), &repo),
-            crate::store::put_counter(next.next_id),
+            crate::records::put_counter(next.next_id),
         ];
         for id in touched {
             batch.push(put_record(keys::version(id), next.version(id)?));

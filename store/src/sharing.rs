@@ -2,7 +2,7 @@
 //! and single locked versions published to every peer. Mutable versions never leave the node.
 
 use crate::catalog::Uuid;
-use crate::store::put_record;
+use crate::records::put_record;
 use crate::{Result, Store, StoreError, keys};
 use std::collections::BTreeSet;
 
@@ -22,6 +22,8 @@ pub struct Offer {
     pub parents: Vec<Uuid>,
     pub commit_hash: crate::ObjectId,
     pub seal: Option<crate::Seal>,
+    /// What this node holds of it: `None` all of it, else the parts of a partial replica.
+    pub holds: Option<Vec<crate::Restriction>>,
 }
 
 impl Store {
@@ -41,6 +43,52 @@ impl Store {
             c.insert_repo(repo);
         }
         self.sharing(uuid)
+    }
+
+    /// Stops sharing the repo holding `uuid` with `peers`: what they pulled stays with them, and
+    /// their new requests are refused. Naming a peer it was not shared with is a mistake.
+    pub fn unshare_repo(&self, uuid: &str, peers: &[String]) -> Result<Sharing> {
+        if peers.is_empty() {
+            return Err(StoreError::BadRequest(
+                "\"peers\" is empty: name the peers to stop sharing with".into(),
+            ));
+        }
+        {
+            let mut c = self.catalog.write();
+            let vid = c.resolve(uuid)?;
+            let mut repo = c.repo_of(vid)?.clone();
+            if let Some(p) = peers.iter().find(|p| !repo.shared_with.contains(p.trim())) {
+                return Err(StoreError::BadRequest(format!(
+                    "repo {} is not shared with peer {p}",
+                    repo.root
+                )));
+            }
+            for p in peers {
+                repo.shared_with.remove(p.trim());
+            }
+            self.meta
+                .write(vec![put_record(keys::repo(repo.id), &repo)])?;
+            c.insert_repo(repo);
+        }
+        self.sharing(uuid)
+    }
+
+    /// Stops offering one version to every peer (peers the repo is shared with keep access).
+    pub fn unpublish(&self, uuid: &str) -> Result<Uuid> {
+        let mut c = self.catalog.write();
+        let vid = c.resolve(uuid)?;
+        let mut v = c.version(vid)?.clone();
+        if !v.published {
+            return Err(StoreError::BadRequest(format!(
+                "version {} is not published",
+                v.uuid
+            )));
+        }
+        v.published = false;
+        self.meta.write(vec![put_record(keys::version(vid), &v)])?;
+        let uuid = v.uuid;
+        c.insert_version(v);
+        Ok(uuid)
     }
 
     /// Lets every peer fetch one locked version.
@@ -95,17 +143,20 @@ impl Store {
                     .is_some_and(|r| r.shared_with.contains(peer)))
     }
 
-    /// Every locked version `peer` may fetch that this node holds in full.
+    /// Every locked version `peer` may fetch that this node holds, in full or in part (a laptop's
+    /// child of a partial replica is offered like any version, saying what it holds).
     pub fn offers(&self, peer: &str) -> Vec<Offer> {
         let c = self.catalog.read();
         let mut out = Vec::new();
         for repo in c.repos.values() {
             let shared = repo.shared_with.contains(peer);
             for v in repo.versions.iter().filter_map(|id| c.versions.get(id)) {
-                let full = v.replica == crate::Replica::Full;
-                if let (true, true, true, Some(h)) =
-                    (v.locked, full, shared || v.published, v.commit_hash)
-                {
+                let holds = match &v.replica {
+                    crate::Replica::Full => None,
+                    crate::Replica::Partial(parts) => Some(parts.clone()),
+                    crate::Replica::MetadataOnly => continue,
+                };
+                if let (true, true, Some(h)) = (v.locked, shared || v.published, v.commit_hash) {
                     out.push(Offer {
                         repo: repo.root,
                         version: v.uuid,
@@ -117,6 +168,7 @@ impl Store {
                             .collect(),
                         commit_hash: h,
                         seal: v.seal.clone(),
+                        holds,
                     });
                 }
             }

@@ -8,6 +8,7 @@
 use crate::catalog::{Catalog, DataKind, Instance, Repo, Uuid, Version, now};
 use crate::engine::{BatchOp, FjallEngine, MemEngine, ObjectStore, OrderedStore, Space};
 use crate::manifest::{Replica, Sealer, seal_message};
+use crate::records::{load_catalog, put_counter, put_record};
 use crate::tree::{Change, Entry, TreeRef, Trees};
 use crate::{Codec, ObjectId, Result, StoreError, keys};
 use parking_lot::{Mutex, RwLock};
@@ -162,7 +163,7 @@ impl Store {
         let inst = repo
             .instances
             .values()
-            .find(|i| i.data_uuid == data)
+            .find(|i| i.data_uuid == data && v.has_instance(i.id))
             .ok_or_else(|| {
                 StoreError::NotFound(format!("no instance {data} in version {version}"))
             })?;
@@ -328,6 +329,8 @@ impl Store {
         v.log.extend(log.iter().cloned());
         v.locked = true;
         v.updated = now();
+        // From now on the version holds exactly these instances, whatever the repo gains later.
+        v.instances = Some(repo.instances.values().map(|i| i.id).collect());
         let hash = commit_hash(&c, &repo, &v)?;
         v.commit_hash = Some(hash);
         if let Some(sealer) = self.sealer.read().as_ref() {
@@ -484,7 +487,12 @@ impl Store {
             let mut merged: BTreeMap<Vec<u8>, (Option<Entry>, usize)> = BTreeMap::new();
             let mut conflicts = Vec::new();
             for (i, &pid) in ids.iter().enumerate() {
-                let root = c.version(pid)?.roots.get(&inst.id).copied();
+                let parent = c.version(pid)?;
+                // A parent committed before the instance existed did not change it.
+                if !parent.has_instance(inst.id) {
+                    continue;
+                }
+                let root = parent.roots.get(&inst.id).copied();
                 for d in self.trees.diff(base_root, root)? {
                     match merged.get(&d.key) {
                         Some((prev, _)) if *prev != d.b => conflicts.push(describe_key(inst, &d)),
@@ -627,7 +635,7 @@ impl Store {
                 v.uuid
             )));
         }
-        check_held(&v, &inst)?;
+        check_held(&v, &inst, "write to")?;
         Ok((v, inst))
     }
 
@@ -636,7 +644,7 @@ impl Store {
         let c = self.catalog.read();
         let vid = c.resolve(uuid)?;
         let (v, inst) = (c.version(vid)?.clone(), c.instance(vid, instance)?.clone());
-        check_held(&v, &inst)?;
+        check_held(&v, &inst, "read")?;
         Ok((v, inst))
     }
 
@@ -712,10 +720,11 @@ fn new_version(
         seal: None,
         replica: Replica::Full,
         published: false,
+        instances: None,
     }
 }
 
-/// The commit hash of `v` as committed in `repo` (see [`crate::manifest::commit_hash`]).
+/// The commit hash of `v` over the instances it holds (see [`crate::manifest::commit_hash`]).
 pub(crate) fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
     let mut parents = Vec::new();
     for p in &v.parents {
@@ -724,6 +733,7 @@ pub(crate) fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<Objec
     let roots: Vec<(Uuid, &str, Option<ObjectId>)> = repo
         .instances
         .values()
+        .filter(|i| v.has_instance(i.id))
         .map(|i| (i.data_uuid, i.kind.name(), v.roots.get(&i.id).map(|r| r.id)))
         .collect();
     Ok(crate::manifest::commit_hash(
@@ -747,15 +757,16 @@ fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
     }
 }
 
-/// Refuses an instance of a version this node holds only in part or not at all.
-fn check_held(v: &Version, inst: &Instance) -> Result<()> {
+/// Refuses an instance of a version this node holds only in part or not at all; `action` is what
+/// the caller meant to do ("read", "write to").
+fn check_held(v: &Version, inst: &Instance, action: &str) -> Result<()> {
     match &v.replica {
         Replica::MetadataOnly => Err(StoreError::NotFound(format!(
-            "version {} is known here only as an ancestor of a pulled version: pull it to read its data",
+            "version {} is known here only as an ancestor of a pulled version (metadata, no data): pull it to {action} its data",
             v.uuid
         ))),
         r if !r.holds_instance(&inst.name) => Err(StoreError::NotFound(format!(
-            "instance {:?} was not pulled with version {} (a partial replica): pull it to read it",
+            "instance {:?} was not pulled with version {} (a partial replica): pull it to {action} it",
             inst.name, v.uuid
         ))),
         _ => Ok(()),
@@ -820,48 +831,4 @@ fn validate_block_size(bs: [i32; 3], voxel_bytes: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-pub(crate) fn put_record<T: Serialize>(key: Vec<u8>, value: &T) -> BatchOp {
-    BatchOp::Put(
-        Space::Meta,
-        key,
-        postcard::to_stdvec(value).expect("records serialize"),
-    )
-}
-
-pub(crate) fn put_counter(next_id: u32) -> BatchOp {
-    BatchOp::Put(
-        Space::Meta,
-        keys::NEXT_ID.to_vec(),
-        next_id.to_be_bytes().to_vec(),
-    )
-}
-
-fn load_catalog(meta: &dyn OrderedStore) -> Result<Catalog> {
-    let mut c = Catalog::default();
-    if let Some(raw) = meta.get(Space::Meta, keys::NEXT_ID)? {
-        let bytes: [u8; 4] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("id counter is not 4 bytes".into()))?;
-        c.next_id = u32::from_be_bytes(bytes);
-    }
-    let mut err = None;
-    for (prefix, is_repo) in [(keys::REPO_PREFIX, true), (keys::VERSION_PREFIX, false)] {
-        let end = keys::prefix_end(prefix);
-        meta.scan(Space::Meta, prefix, end.as_deref(), &mut |k, v| {
-            let r = if is_repo {
-                postcard::from_bytes::<Repo>(v).map(|r| c.insert_repo(r))
-            } else {
-                postcard::from_bytes::<Version>(v).map(|v| c.insert_version(v))
-            };
-            if let Err(e) = r {
-                err = Some(StoreError::Corrupt(format!("record {k:02x?}: {e}")));
-                return false;
-            }
-            true
-        })?;
-    }
-    err.map_or(Ok(c), Err)
 }

@@ -94,6 +94,21 @@ impl Node {
         self.http = client(Some(token));
     }
 
+    /// Runs a client command of the `dvid` binary against this node; returns (success, stdout,
+    /// stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(dvid_bin())
+            .args(args)
+            .env("DVID_SERVER", &self.url)
+            .output()
+            .expect("running the dvid client");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts a node that also listens for peers on loopback TCP.
     pub fn start_p2p(data_dir: &Path, extra: &[&str]) -> Self {
         let mut args = vec!["--listen", "/ip4/127.0.0.1/tcp/0"];
@@ -151,11 +166,11 @@ impl Node {
         self.wait_job(&job)
     }
 
-    /// Waits for a pull job to leave the running state.
+    /// Waits for a pull job to end (leave the waiting and running states).
     pub fn wait_job(&self, job: &str) -> Value {
         self.wait_until(&format!("job {job}"), 180, |n| {
             let st = n.get_json(&format!("/api/p2p/jobs/{job}"));
-            (st["state"] != "running").then_some(st)
+            (st["state"] != "running" && st["state"] != "waiting").then_some(st)
         })
     }
 
@@ -213,6 +228,10 @@ impl Node {
             .body(body)
             .send()
             .expect("POST")
+    }
+
+    pub fn put(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> Response {
+        self.http.put(self.at(path)).body(body).send().expect("PUT")
     }
 
     pub fn delete(&self, path: &str) -> Response {
@@ -329,6 +348,14 @@ fn ok_json(r: Response) -> Value {
     let text = r.text().expect("body");
     assert!(status.is_success(), "{status}: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON answer {text:?}: {e}"))
+}
+
+/// A loopback TCP port free right now, for nodes that must come back at the same address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Deterministic test volume that compresses like EM grayscale: cells of even intensity (membranes

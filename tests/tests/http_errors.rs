@@ -374,11 +374,81 @@ fn http_bad_requests_get_clear_4xx() {
             400,
             "mutable",
         ),
+        (
+            "POST",
+            "/api/p2p/pull".into(),
+            format!(r#"{{"uuid":"{root}","region":{{"offset":[0,0,0],"size":[-5,1,1]}}}}"#)
+                .into_bytes(),
+            400,
+            "at least 1",
+        ),
+        (
+            "POST",
+            "/api/p2p/follow".into(),
+            br#"{"repo":"0123456789abcdef0123456789abcdef"}"#.to_vec(),
+            404,
+            "no repo",
+        ),
+        (
+            "POST",
+            "/api/p2p/unfollow".into(),
+            format!(r#"{{"repo":"{root}"}}"#).into_bytes(),
+            404,
+            "not followed",
+        ),
+        (
+            "POST",
+            "/api/p2p/jobs/999/cancel".into(),
+            vec![],
+            404,
+            "no job",
+        ),
+        (
+            "POST",
+            format!("/api/repo/{root}/unshare"),
+            br#"{"peers":["12D3KooWNYdFk6mqFLJDiBCX2g5CT6TQWqYjfW5rnJs2qeCNt61H"]}"#.to_vec(),
+            400,
+            "not shared with",
+        ),
+        (
+            "POST",
+            format!("/api/node/{locked}/unpublish"),
+            vec![],
+            400,
+            "not published",
+        ),
+        (
+            "POST",
+            "/api/p2p/push".into(),
+            format!(r#"{{"uuid":"{head}","peer":"12D3KooWNYdFk6mqFLJDiBCX2g5CT6TQWqYjfW5rnJs2qeCNt61H"}}"#)
+                .into_bytes(),
+            400,
+            "commit it before pushing",
+        ),
+        (
+            "POST",
+            "/api/p2p/push".into(),
+            format!(r#"{{"uuid":"{locked}","peer":"12D3KooWNYdFk6mqFLJDiBCX2g5CT6TQWqYjfW5rnJs2qeCNt61H"}}"#)
+                .into_bytes(),
+            400,
+            "not shared with peer",
+        ),
+        (
+            "GET",
+            format!("/api/node/{locked}/nosuch/diff/{head}"),
+            vec![],
+            404,
+            "no data instance",
+        ),
+        ("DELETE", "/api/repos/info".into(), vec![], 405, "it takes: GET"),
+        ("PUT", format!("/api/node/{head}/commit"), vec![], 405, "not allowed"),
     ];
     let total = cases.len();
     for (method, path, body, status, words) in cases {
         let r = match method {
             "GET" => n.get_body(&path, body),
+            "DELETE" => n.delete(&path),
+            "PUT" => n.put(&path, body),
             _ => n.post(&path, body),
         };
         let got = r.status().as_u16();
@@ -395,6 +465,10 @@ fn http_bad_requests_get_clear_4xx() {
             !text.trim().is_empty() || status == 413,
             "{method} {path}: empty message"
         );
+        assert!(
+            !text.contains("Uuid(") && !text.contains(" { "),
+            "{method} {path}: Rust debug text in {text:?}"
+        );
     }
     println!("{total} bad requests refused with the expected 4xx");
     // Nothing was lost or changed, and the node still serves.
@@ -405,4 +479,39 @@ fn http_bad_requests_get_clear_4xx() {
         .unwrap()
         .len();
     assert_eq!(nodes, 2);
+}
+
+#[test]
+fn http_answers_end_with_a_newline_and_help_lists_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start(dir.path(), &[]);
+    let root = n.new_repo("newlines");
+    for path in [
+        "/api/server/info".to_string(),
+        "/api/repos/info".into(),
+        format!("/api/repo/{root}/info"),
+        "/api/p2p/info".into(),
+        "/api/p2p/jobs".into(),
+        "/api/help".into(),
+        "/api/nosuch".into(),
+    ] {
+        let text = n.get(&path).text().unwrap();
+        assert!(
+            text.ends_with('\n'),
+            "GET {path}: no final newline in {text:?}"
+        );
+    }
+    let help = n.get("/api/help").text().unwrap();
+    for route in [
+        "/api/p2p/pull",
+        "/api/p2p/jobs/{job}/cancel",
+        "/api/p2p/push",
+        "/api/p2p/unfollow",
+        "/api/repo/{uuid}/unshare",
+        "/api/node/{uuid}/unpublish",
+        "/diff/{b}",
+        "/api/p2p/peers",
+    ] {
+        assert!(help.contains(route), "/api/help lacks {route}");
+    }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod data;
+mod diff;
 mod error;
 mod info;
 mod p2p;
@@ -60,7 +61,7 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         started_at: dvid_store::catalog::now(),
         config: config.clone(),
     };
-    Router::new()
+    let api = Router::new()
         .route("/api/help", get(info::help))
         .route("/api/openapi.json", get(info::openapi))
         .route("/api/server/info", get(info::server_info))
@@ -89,7 +90,9 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
             get(repo::get_note).post(repo::post_note),
         )
         .route("/api/node/{uuid}/publish", post(p2p::publish))
+        .route("/api/node/{uuid}/unpublish", post(p2p::unpublish))
         .route("/api/repo/{uuid}/share", post(p2p::share))
+        .route("/api/repo/{uuid}/unshare", post(p2p::unshare))
         .route("/api/repo/{uuid}/sharing", get(p2p::sharing))
         .route("/api/p2p/info", get(p2p::info))
         .route("/api/p2p/dial", post(p2p::dial))
@@ -97,9 +100,15 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         .route("/api/p2p/conflicts", get(p2p::conflicts))
         .route("/api/p2p/peers", get(p2p::peers))
         .route("/api/p2p/pull", post(p2p::pull))
+        .route("/api/p2p/jobs", get(p2p::jobs_list))
         .route("/api/p2p/jobs/{job}", get(p2p::job))
-        .route("/api/p2p/follow", post(p2p::follow))
+        .route("/api/p2p/jobs/{job}/cancel", post(p2p::cancel_job))
+        .route("/api/p2p/follow", post(p2p::follow).get(p2p::follows))
+        .route("/api/p2p/unfollow", post(p2p::unfollow))
+        .route("/api/p2p/push", post(p2p::push))
+        .route("/api/p2p/push/{peer}/{uuid}", get(p2p::push_status))
         .route("/api/node/{uuid}/{data}/info", get(info::instance_info))
+        .route("/api/node/{uuid}/{data}/diff/{other}", get(diff::diff))
         .route(
             "/api/node/{uuid}/{data}/raw/{dims}/{size}/{offset}",
             get(data::get_raw).post(data::post_raw),
@@ -137,7 +146,56 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
             config.tokens.clone(),
             auth::require_token,
         ))
-        .with_state(state)
+        .with_state(state);
+    // Outside the routes, so it sees the answers whole (axum adds a 405's Allow header last).
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn(finish_response))
+}
+
+/// Finishes every answer the same way: a 405 says which methods the path takes (axum sends it
+/// empty), and text and JSON bodies end with a newline, so curl's output does not run into the
+/// prompt. Binary bodies (voxels, values) are left alone.
+async fn finish_response(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = resp
+            .headers()
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut answer = ApiError {
+            status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{method} is not allowed on {path}; it takes: {allowed}"),
+        }
+        .into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&allowed) {
+            answer.headers_mut().insert(axum::http::header::ALLOW, v);
+        }
+        return answer;
+    }
+    let textual = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/plain"));
+    if !textual || method == axum::http::Method::HEAD {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // These bodies were built in memory (JSON, messages): collecting them again costs a copy.
+    let Ok(mut bytes) = axum::body::to_bytes(body, usize::MAX).await.map(Vec::from) else {
+        parts.status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        return Response::from_parts(parts, axum::body::Body::from("the response body failed\n"));
+    };
+    if bytes.last() != Some(&b'\n') {
+        bytes.push(b'\n');
+    }
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Most bytes of an oversized body read and dropped before answering 413.

@@ -3,10 +3,11 @@
 
 use super::params::json_body;
 use super::{ApiError, ApiResult, AppState, blocking};
-use crate::p2p::jobs::JobSpec;
+use crate::p2p::jobs::{self, CancelError, JobSpec, JobStatus};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use dvid_protocol::wire::{Request, Response};
 use dvid_store::{Subvolume, catalog::Uuid};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,17 +27,19 @@ struct DialBody {
     addr: String,
 }
 
+/// Connects to a peer and answers once connected (with its PeerId), or with why not.
 pub async fn dial(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
     let req: DialBody = json_body(&body)?;
     let addr = req
         .addr
         .parse()
         .map_err(|e| ApiError::bad_request(format!("bad multiaddr {:?}: {e}", req.addr)))?;
-    s.p2p
+    let peer = s
+        .p2p
         .dial(addr)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot dial {}: {e}", req.addr)))?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({ "peer": peer.to_string() })))
 }
 
 pub async fn heads(State(s): State<AppState>) -> Json<Value> {
@@ -52,6 +55,10 @@ pub async fn heads(State(s): State<AppState>) -> Json<Value> {
                 "commit_hash": o.head.commit_hash.to_hex(),
                 "locked_by": o.locked_by.to_string(),
                 "peers": o.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                // Peers holding only part of it (partial replicas), and the parts they hold.
+                "partial": o.partial.iter().map(|(p, parts)| {
+                    (p.to_string(), parts.iter().map(part_json).collect::<Value>())
+                }).collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();
@@ -82,18 +89,36 @@ pub async fn conflicts(State(s): State<AppState>) -> Json<Value> {
     Json(Value::Array(list))
 }
 
-/// Each peer's conduct: requests served and refused, bytes sent, strikes, ban.
+/// Every peer met or dialled: its state, the last dial error, when it was last seen, and its
+/// conduct (requests served and refused, bytes sent, strikes, ban).
 pub async fn peers(State(s): State<AppState>) -> Json<Value> {
     let connected = s.p2p.connected();
-    let list: Vec<Value> = s
-        .p2p
-        .guard
-        .conduct()
+    let conduct: std::collections::BTreeMap<_, _> = s.p2p.guard.conduct().into_iter().collect();
+    let contacts = s.p2p.contacts();
+    let mut known: std::collections::BTreeSet<libp2p::PeerId> = conduct.keys().copied().collect();
+    known.extend(contacts.iter().filter_map(|c| c.peer));
+    let mut list: Vec<Value> = known
         .into_iter()
-        .map(|(peer, c)| {
+        .map(|peer| {
+            let c = conduct.get(&peer).cloned().unwrap_or_default();
+            let contact = contacts.iter().find(|k| k.peer == Some(peer));
+            let state = match (
+                connected.contains(&peer),
+                &c.banned,
+                contact.and_then(|k| k.last_error.as_ref()),
+            ) {
+                (_, Some(_), _) => "banned",
+                (true, None, _) => "connected",
+                (false, None, Some(_)) => "unreachable",
+                (false, None, None) => "disconnected",
+            };
             json!({
                 "peer": peer.to_string(),
+                "state": state,
                 "connected": connected.contains(&peer),
+                "addr": contact.and_then(|k| k.addr.as_ref()).map(ToString::to_string),
+                "last_error": contact.and_then(|k| k.last_error.clone()),
+                "last_seen": contact.and_then(|k| k.last_seen.clone()),
                 "requests_served": c.requests_served,
                 "requests_refused": c.requests_refused,
                 "bytes_sent": c.bytes_sent,
@@ -103,7 +128,25 @@ pub async fn peers(State(s): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
+    // Addresses dialled that never answered with a PeerId.
+    list.extend(contacts.iter().filter(|k| k.peer.is_none()).map(|k| {
+        json!({
+            "peer": null,
+            "state": "unreachable",
+            "connected": false,
+            "addr": k.addr.as_ref().map(ToString::to_string),
+            "last_error": k.last_error,
+            "last_seen": k.last_seen,
+        })
+    }));
     Json(Value::Array(list))
+}
+
+fn part_json(r: &dvid_store::Restriction) -> Value {
+    json!({
+        "instances": r.instances,
+        "region": r.region.map(|(lo, hi)| json!({"min": lo, "max": hi})),
+    })
 }
 
 #[derive(Deserialize)]
@@ -114,41 +157,84 @@ struct PullBody {
     peers: Vec<String>,
     instances: Option<Vec<String>>,
     region: Option<RegionBody>,
+    /// Seconds to wait for a peer that offers the version before failing.
+    wait: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegionBody {
-    offset: [i32; 3],
-    size: [u32; 3],
+    offset: [i64; 3],
+    size: [i64; 3],
 }
 
+impl RegionBody {
+    /// The inclusive voxel box, or why the region is not one.
+    fn to_box(&self) -> ApiResult<(dvid_store::Point, dvid_store::Point)> {
+        if self.size.iter().any(|&n| n < 1) {
+            return Err(ApiError::bad_request(format!(
+                "region size {:?}: each extent must be at least 1 voxel",
+                self.size
+            )));
+        }
+        let fits = |n: i64| i32::try_from(n).is_ok();
+        if !self.offset.iter().all(|&n| fits(n))
+            || !self.size.iter().all(|&n| u32::try_from(n).is_ok())
+        {
+            return Err(ApiError::bad_request(format!(
+                "region offset {:?} or size {:?} is beyond the 32-bit voxel space",
+                self.offset, self.size
+            )));
+        }
+        let sub = Subvolume::new(self.offset.map(|n| n as i32), self.size.map(|n| n as u32))?;
+        Ok((sub.offset, sub.last()))
+    }
+}
+
+/// Starts a pull. When a connected peer offers the version, its manifest is fetched first so a
+/// pull of instances the version lacks is refused here, with a 4xx, rather than by the job.
 pub async fn pull(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
     let req: PullBody = json_body(&body)?;
     let uuid = resolve_offered(&s, &req.uuid)?;
+    let mut named = Vec::new();
     for p in &req.peers {
-        p.parse::<libp2p::PeerId>()
-            .map_err(|_| ApiError::bad_request(format!("{p:?} is not a PeerId")))?;
+        named.push(
+            p.parse::<libp2p::PeerId>()
+                .map_err(|_| ApiError::bad_request(format!("{p:?} is not a PeerId")))?,
+        );
     }
     if req.instances.as_ref().is_some_and(Vec::is_empty) {
         return Err(ApiError::bad_request(
             "\"instances\" is empty: omit it to pull every instance",
         ));
     }
-    let region = match req.region {
-        Some(r) => {
-            let sub = Subvolume::new(r.offset, r.size)?;
-            Some((sub.offset, sub.last()))
-        }
-        None => None,
-    };
+    let region = req.region.as_ref().map(RegionBody::to_box).transpose()?;
     let spec = JobSpec {
         uuid,
         peers: req.peers,
         instances: req.instances,
         region,
+        wait_secs: req.wait,
     };
-    let job = s.p2p.jobs.start(&s.p2p, spec);
+    let version = Uuid(u128::from_str_radix(&spec.uuid, 16).expect("resolved to hex"));
+    let offering: Vec<libp2p::PeerId> = match named.is_empty() {
+        true => s
+            .p2p
+            .offered()
+            .into_iter()
+            .find(|o| o.head.version == version)
+            .map(|o| o.peers)
+            .unwrap_or_default(),
+        false => named,
+    };
+    let mut manifest = None;
+    if !offering.is_empty()
+        && let Ok(m) = jobs::fetch_manifest(&s.p2p, version, &offering).await
+    {
+        jobs::check_spec(&m, &spec).map_err(ApiError::bad_request)?;
+        manifest = Some(m);
+    }
+    let job = s.p2p.jobs.start(&s.p2p, spec, manifest);
     Ok(Json(json!({ "job": job.to_string() })))
 }
 
@@ -182,22 +268,23 @@ fn resolve_offered(s: &AppState, text: &str) -> ApiResult<String> {
     }
 }
 
-pub async fn job(State(s): State<AppState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
-    let id: u64 = job
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("job {job:?} is not a job number")))?;
-    let st = s
-        .p2p
-        .jobs
-        .status(id)
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+fn job_number(text: &str) -> ApiResult<u64> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("job {text:?} is not a job number")))
+}
+
+fn job_json(id: u64, spec: &JobSpec, st: &JobStatus) -> Value {
     let mut v = json!({
-        "state": st.state,
+        "job": id.to_string(),
+        "uuid": spec.uuid,
+        "state": st.state.name(),
         "objects_fetched": st.objects_fetched,
         "bytes_fetched": st.bytes_fetched,
     });
-    if let Some(e) = st.error {
-        v["error"] = json!(e);
+    for (k, val) in [("reason", &st.reason), ("error", &st.error)] {
+        if let Some(text) = val {
+            v[k] = json!(text);
+        }
     }
     if let Some(t) = st.objects_total {
         v["objects_total"] = json!(t);
@@ -205,7 +292,52 @@ pub async fn job(State(s): State<AppState>, Path(job): Path<String>) -> ApiResul
     if let Some(t) = st.bytes_total {
         v["bytes_total"] = json!(t);
     }
-    Ok(Json(v))
+    if spec.instances.is_some() || spec.region.is_some() {
+        v["instances"] = json!(spec.instances);
+        v["region"] = json!(spec.region.map(|(lo, hi)| json!({"min": lo, "max": hi})));
+    }
+    v
+}
+
+pub async fn job(State(s): State<AppState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+    let id = job_number(&job)?;
+    s.p2p
+        .jobs
+        .list()
+        .into_iter()
+        .find(|(j, _, _)| *j == id)
+        .map(|(j, spec, st)| Json(job_json(j, &spec, &st)))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+/// Every pull job, oldest first.
+pub async fn jobs_list(State(s): State<AppState>) -> Json<Value> {
+    Json(Value::Array(
+        s.p2p
+            .jobs
+            .list()
+            .iter()
+            .map(|(id, spec, st)| job_json(*id, spec, st))
+            .collect(),
+    ))
+}
+
+/// Stops a waiting or running pull.
+pub async fn cancel_job(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_number(&job)?;
+    match s.p2p.jobs.cancel(id) {
+        Ok(st) => Ok(Json(
+            json!({"job": id.to_string(), "state": st.state.name()}),
+        )),
+        Err(CancelError::NoSuchJob) => Err(ApiError::not_found(format!("no job {id}"))),
+        Err(CancelError::Ended(state)) => Err(ApiError::bad_request(format!(
+            "job {id} has already ended ({})",
+            state.name()
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -214,20 +346,128 @@ struct FollowBody {
     repo: String,
 }
 
-pub async fn follow(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
-    let req: FollowBody = json_body(&body)?;
-    let t = req.repo.trim().to_ascii_lowercase();
-    let repo = (t.len() == 32)
+/// A repo root UUID as 32 hex digits.
+fn repo_uuid(text: &str) -> ApiResult<Uuid> {
+    let t = text.trim().to_ascii_lowercase();
+    (t.len() == 32)
         .then(|| u128::from_str_radix(&t, 16).ok())
         .flatten()
+        .map(Uuid)
         .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "{:?} is not a repo root UUID (32 hex digits)",
-                req.repo
-            ))
-        })?;
-    let list = s.p2p.jobs.follow(&s.p2p, Uuid(repo));
+            ApiError::bad_request(format!("{text:?} is not a repo root UUID (32 hex digits)"))
+        })
+}
+
+/// Follows a repo this node holds or a connected peer offers versions of.
+pub async fn follow(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let req: FollowBody = json_body(&body)?;
+    let repo = repo_uuid(&req.repo)?;
+    let local = s.store.repo_root(&repo.to_hex()).is_ok_and(|r| r == repo);
+    let offered = |s: &AppState| s.p2p.offered().iter().any(|o| o.head.repo == repo);
+    if !local && !offered(&s) {
+        // A peer may have shared it a moment ago: ask the connected peers for their heads now.
+        let asks = s
+            .p2p
+            .connected()
+            .into_iter()
+            .map(|p| s.p2p.refresh_heads(p));
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            futures::future::join_all(asks),
+        )
+        .await;
+    }
+    if !local && !offered(&s) {
+        return Err(ApiError::not_found(format!(
+            "no repo {repo} is known: it is not on this node and no connected peer offers a version of it (connect to a peer that shares it, then follow)"
+        )));
+    }
+    let list = s.p2p.jobs.follow(&s.p2p, repo);
     Ok(Json(json!({ "following": list })))
+}
+
+/// The repos followed.
+pub async fn follows(State(s): State<AppState>) -> Json<Value> {
+    let list: Vec<String> = s.p2p.jobs.following().iter().map(Uuid::to_hex).collect();
+    Json(json!({ "following": list }))
+}
+
+/// Stops following a repo.
+pub async fn unfollow(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let req: FollowBody = json_body(&body)?;
+    let repo = repo_uuid(&req.repo)?;
+    if !s.p2p.jobs.unfollow(repo) {
+        return Err(ApiError::not_found(format!("repo {repo} is not followed")));
+    }
+    Ok(Json(follows(State(s)).await.0))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    uuid: String,
+    peer: String,
+}
+
+/// Asks a connected peer to pull a locked version from this node; the peer's rules decide.
+pub async fn push(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let req: PushBody = json_body(&body)?;
+    let (peer, version) = push_target(&s, &req.peer, &req.uuid).await?;
+    push_exchange(&s, peer, Request::Push { version }).await
+}
+
+/// Where a peer's pull of a pushed version is.
+pub async fn push_status(
+    State(s): State<AppState>,
+    Path((peer, uuid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (peer, version) = push_target(&s, &peer, &uuid).await?;
+    push_exchange(&s, peer, Request::PushStatus { version }).await
+}
+
+/// Checks a push: the version is locked here and shared with the peer, which is connected.
+async fn push_target(s: &AppState, peer: &str, uuid: &str) -> ApiResult<(libp2p::PeerId, Uuid)> {
+    let peer: libp2p::PeerId = peer
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{peer:?} is not a PeerId")))?;
+    let store = s.store.clone();
+    let uuid = uuid.to_string();
+    let (v, root) = blocking(move || Ok((store.resolve(&uuid)?, store.repo_root(&uuid)?))).await?;
+    if !v.locked {
+        return Err(ApiError::bad_request(format!(
+            "version {} is mutable: commit it before pushing it",
+            v.uuid
+        )));
+    }
+    if !s.store.may_read(&peer.to_string(), v.uuid) {
+        return Err(ApiError::bad_request(format!(
+            "version {} is not shared with peer {peer}: share its repo first (dvid share {root} {peer})",
+            v.uuid
+        )));
+    }
+    if !s.p2p.connected().contains(&peer) {
+        return Err(ApiError::not_found(format!(
+            "peer {peer} is not connected (see /api/p2p/peers)"
+        )));
+    }
+    Ok((peer, v.uuid))
+}
+
+async fn push_exchange(s: &AppState, peer: libp2p::PeerId, req: Request) -> ApiResult<Json<Value>> {
+    match s.p2p.request(peer, &req).await {
+        Ok(Response::PushState { state, detail }) => Ok(Json(
+            json!({"peer": peer.to_string(), "state": state, "detail": detail}),
+        )),
+        Ok(Response::Refused(r)) => Ok(Json(
+            json!({"peer": peer.to_string(), "state": "refused", "detail": r}),
+        )),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "peer {peer} answered the push with something else"
+        ))),
+        Err(e) => Err(ApiError::not_found(format!(
+            "peer {peer} did not answer: {e:#}"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -252,6 +492,19 @@ pub async fn share(
     Ok(Json(sharing_json(&sharing)))
 }
 
+/// Stops sharing a repo with peers: their new requests are refused.
+pub async fn unshare(
+    State(s): State<AppState>,
+    Path(uuid): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: ShareBody = json_body(&body)?;
+    let store = s.store.clone();
+    let sharing = blocking(move || store.unshare_repo(&uuid, &req.peers)).await?;
+    s.p2p.announce(sharing.repo);
+    Ok(Json(sharing_json(&sharing)))
+}
+
 pub async fn sharing(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
@@ -270,6 +523,18 @@ pub async fn publish(
         blocking(move || Ok((store.publish(&uuid)?, store.repo_root(&uuid)?))).await?;
     s.p2p.announce(repo);
     Ok(Json(json!({ "published": published.to_hex() })))
+}
+
+/// Stops offering a version to every peer.
+pub async fn unpublish(
+    State(s): State<AppState>,
+    Path(uuid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let store = s.store.clone();
+    let (unpublished, repo) =
+        blocking(move || Ok((store.unpublish(&uuid)?, store.repo_root(&uuid)?))).await?;
+    s.p2p.announce(repo);
+    Ok(Json(json!({ "unpublished": unpublished.to_hex() })))
 }
 
 fn sharing_json(s: &dvid_store::sharing::Sharing) -> Value {

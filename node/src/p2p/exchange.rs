@@ -8,7 +8,7 @@ use super::{Misbehave, P2p};
 use dvid_protocol::seal::KeySealer;
 use dvid_protocol::serve;
 use dvid_protocol::wire::{self, Bounded, ObjectReply, Request, Response, WireError};
-use dvid_store::manifest::{commit_hash, seal_message};
+use dvid_store::manifest::seal_message;
 use dvid_store::{ObjectId, Sealer, VersionManifest};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -108,9 +108,20 @@ async fn serve_one(
             return Err(e);
         }
     };
-    let store = p2p.store.clone();
-    let mut resp =
-        tokio::task::spawn_blocking(move || serve::answer(&store, &peer.to_string(), req)).await?;
+    let mut resp = match req {
+        // Pushes ask this node to act: its jobs decide.
+        Request::Push { version } => p2p.jobs.on_push(p2p, peer, version).await,
+        Request::PushStatus { version } => p2p.jobs.on_push_status(p2p, version),
+        req => {
+            let store = p2p.store.clone();
+            tokio::task::spawn_blocking(move || serve::answer(&store, &peer.to_string(), req))
+                .await?
+        }
+    };
+    if let Response::Refused(reason) = &resp {
+        tracing::debug!(%peer, "refused a request: {reason}");
+        p2p.guard.refused(peer);
+    }
     if let Some(m) = p2p.misbehave {
         misbehave(&mut resp, m, &p2p.key);
     }
@@ -166,27 +177,16 @@ fn forge_manifest(mut m: VersionManifest, key: &libp2p::identity::Keypair) -> Ve
         .map(|p| p.roots.clone())
         .unwrap_or_default();
     let hashes: HashMap<_, _> = m.versions.iter().map(|v| (v.uuid, v.commit_hash)).collect();
-    let mut instances: Vec<_> = m.instances.iter().collect();
-    instances.sort_by(|a, b| a.name.cmp(&b.name));
     let repo = m.repo_root;
-    let Some(t) = m.versions.last_mut() else {
+    let Some(mut t) = m.versions.last().cloned() else {
         return m;
     };
     t.roots = parent_roots;
     let parents: Vec<_> = t.parents.iter().map(|p| hashes.get(p).copied()).collect();
-    let roots: Vec<_> = instances
-        .iter()
-        .map(|i| {
-            (
-                i.data_uuid,
-                i.kind.name(),
-                t.roots.get(&i.data_uuid).map(|r| r.id),
-            )
-        })
-        .collect();
-    t.commit_hash = commit_hash(t.uuid, &parents, &roots, &t.branch);
+    t.commit_hash = m.content_hash(&t, &parents);
     let message = seal_message(repo, t.uuid, &t.parents, t.commit_hash);
     t.seal = Some(KeySealer::new(key.clone()).seal(&message));
+    *m.versions.last_mut().expect("checked above") = t;
     m
 }
 

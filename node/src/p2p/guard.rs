@@ -215,6 +215,15 @@ impl Guard {
         Some(reason)
     }
 
+    /// Counts a request that was admitted but refused by the sharing policy (not shared, unknown
+    /// version, a mutable version).
+    pub fn refused(&self, peer: PeerId) {
+        if let Some(p) = self.lock().get_mut(&peer) {
+            p.conduct.requests_served = p.conduct.requests_served.saturating_sub(1);
+            p.conduct.requests_refused += 1;
+        }
+    }
+
     /// Counts bytes sent to a peer.
     pub fn sent(&self, peer: PeerId, bytes: usize) {
         if let Some(p) = self.lock().get_mut(&peer) {

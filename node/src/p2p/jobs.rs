@@ -2,6 +2,10 @@
 //! that offer the version, fetches the manifest, then feeds the engine replies and stores what it
 //! verifies. Job records and followed repos are saved in the data dir, so after a restart running
 //! jobs start again, and the objects already stored are not fetched twice.
+//!
+//! A job that cannot start says why at once (`waiting`, with the reason) and fails at its deadline.
+//! Peers that hold an ancestor of the version serve what the version did not change, so a laptop's
+//! new version comes from the laptop for its edits and from any holder of its parent for the rest.
 
 use super::P2p;
 use dvid_protocol::pull::{Output, Pull, PullConfig};
@@ -13,11 +17,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// How long a job waits for a connected peer that offers its version.
-const FIND_PEERS_FOR: Duration = Duration::from_secs(60);
+/// How long a job waits, by default, for a connected peer that offers its version.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// How often a running pull looks for more peers offering its version.
 const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Failed pulls of one version, within [`FOLLOW_FAILURE_WINDOW`], after which following pauses it
@@ -36,12 +41,49 @@ pub struct JobSpec {
     pub instances: Option<Vec<String>>,
     /// Inclusive voxel box.
     pub region: Option<(Point, Point)>,
+    /// Seconds to wait for a peer that offers the version before failing (default 60).
+    #[serde(default)]
+    pub wait_secs: Option<u64>,
 }
 
-/// Where a job is.
+/// Where a job is. Stored as lowercase text (job files from before hold "running", "done" or
+/// "failed").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// No connected peer can serve it yet: `reason` says what it waits for.
+    #[default]
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Still waiting or running.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Waiting | Self::Running)
+    }
+}
+
+/// A job's progress.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JobStatus {
-    pub state: String,
+    pub state: JobState,
+    /// What a waiting job waits for.
+    #[serde(default)]
+    pub reason: Option<String>,
     pub error: Option<String>,
     pub objects_fetched: u64,
     pub bytes_fetched: u64,
@@ -63,6 +105,8 @@ struct Saved {
 pub struct Jobs {
     saved: Mutex<Saved>,
     file: Option<PathBuf>,
+    /// Set to stop a running job.
+    cancels: Mutex<BTreeMap<u64, std::sync::Arc<AtomicBool>>>,
 }
 
 impl Jobs {
@@ -75,25 +119,36 @@ impl Jobs {
         Ok(Self {
             saved: Mutex::new(saved),
             file,
+            cancels: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Records and starts a pull; returns its job id.
-    pub fn start(&self, p2p: &P2p, spec: JobSpec) -> u64 {
+    /// Records and starts a pull; returns its job id. `manifest`: already fetched (and checked)
+    /// by the caller.
+    pub fn start(&self, p2p: &P2p, spec: JobSpec, manifest: Option<VersionManifest>) -> u64 {
         let id = {
             let mut s = self.saved.lock().expect("jobs lock");
             s.next += 1;
             let id = s.next;
             let status = JobStatus {
-                state: "running".into(),
+                reason: Some("looking for a connected peer that offers the version".into()),
                 ..JobStatus::default()
             };
             s.jobs.insert(id, (spec.clone(), status));
             id
         };
         self.save();
-        tokio::spawn(run(p2p.clone(), id, spec));
+        self.spawn(p2p, id, spec, manifest);
         id
+    }
+
+    fn spawn(&self, p2p: &P2p, id: u64, spec: JobSpec, manifest: Option<VersionManifest>) {
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        self.cancels
+            .lock()
+            .expect("cancels lock")
+            .insert(id, cancel.clone());
+        tokio::spawn(run(p2p.clone(), id, spec, manifest, cancel));
     }
 
     /// Repos followed.
@@ -114,6 +169,43 @@ impl Jobs {
             .map(|(_, s)| s.clone())
     }
 
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<(u64, JobSpec, JobStatus)> {
+        let s = self.saved.lock().expect("jobs lock");
+        s.jobs
+            .iter()
+            .map(|(id, (spec, st))| (*id, spec.clone(), st.clone()))
+            .collect()
+    }
+
+    /// The newest job pulling `uuid` (full hex), if any.
+    pub fn latest_for(&self, uuid: &str) -> Option<(u64, JobStatus)> {
+        let s = self.saved.lock().expect("jobs lock");
+        s.jobs
+            .iter()
+            .rev()
+            .find(|(_, (spec, _))| spec.uuid == uuid)
+            .map(|(id, (_, st))| (*id, st.clone()))
+    }
+
+    /// Stops a waiting or running job. What it already stored stays (a later pull reuses it).
+    pub fn cancel(&self, id: u64) -> Result<JobStatus, CancelError> {
+        let st = self.status(id).ok_or(CancelError::NoSuchJob)?;
+        if !st.state.is_active() {
+            return Err(CancelError::Ended(st.state));
+        }
+        if let Some(flag) = self.cancels.lock().expect("cancels lock").get(&id) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        self.update(id, |st| {
+            st.state = JobState::Cancelled;
+            st.reason = None;
+            st.ended = Some(unix_now());
+        });
+        self.save();
+        Ok(self.status(id).unwrap_or_default())
+    }
+
     /// Follows a repo: its locked versions offered by peers are pulled as they appear.
     pub fn follow(&self, p2p: &P2p, repo: Uuid) -> Vec<String> {
         let list = {
@@ -126,19 +218,33 @@ impl Jobs {
         list
     }
 
-    /// Restarts the jobs that were running when the node stopped.
+    /// Stops following a repo; returns false if it was not followed. Pulls already started go on.
+    pub fn unfollow(&self, repo: Uuid) -> bool {
+        let removed = self
+            .saved
+            .lock()
+            .expect("jobs lock")
+            .follow
+            .remove(&repo.to_hex());
+        if removed {
+            self.save();
+        }
+        removed
+    }
+
+    /// Restarts the jobs that were waiting or running when the node stopped.
     pub(super) fn resume(&self, p2p: &P2p) {
-        let running: Vec<(u64, JobSpec)> = {
+        let active: Vec<(u64, JobSpec)> = {
             let s = self.saved.lock().expect("jobs lock");
             s.jobs
                 .iter()
-                .filter(|(_, (_, st))| st.state == "running")
+                .filter(|(_, (_, st))| st.state.is_active())
                 .map(|(id, (spec, _))| (*id, spec.clone()))
                 .collect()
         };
-        for (id, spec) in running {
+        for (id, spec) in active {
             tracing::info!(job = id, version = %spec.uuid, "resuming pull");
-            tokio::spawn(run(p2p.clone(), id, spec));
+            self.spawn(p2p, id, spec, None);
         }
     }
 
@@ -153,26 +259,68 @@ impl Jobs {
             if !follow.contains(&offered.head.repo.to_hex()) || holds(p2p, &uuid) {
                 continue;
             }
-            let (running, failed) = {
+            let (active, failed) = {
                 let s = self.saved.lock().expect("jobs lock");
                 let of_uuid = || s.jobs.values().filter(|(spec, _)| spec.uuid == uuid);
                 (
-                    of_uuid().any(|(_, st)| st.state == "running"),
+                    of_uuid().any(|(_, st)| st.state.is_active()),
                     recent_failures(of_uuid().map(|(_, st)| st), unix_now()),
                 )
             };
-            if !running && failed < FOLLOW_MAX_FAILURES {
+            if !active && failed < FOLLOW_MAX_FAILURES {
                 tracing::info!(version = %uuid, "following: pulling a new version");
-                self.start(
-                    p2p,
-                    JobSpec {
-                        uuid,
-                        peers: vec![],
-                        instances: None,
-                        region: None,
-                    },
-                );
+                self.start(p2p, JobSpec::whole(uuid), None);
             }
+        }
+    }
+
+    /// A peer asks this node to pull `version` from it. This node's rules decide: it takes pushes
+    /// only of repos it holds or follows (a stranger cannot fill its disk), of versions the pusher
+    /// offers it (the pusher's sharing rules), and pulls them like any other version.
+    pub(super) async fn on_push(&self, p2p: &P2p, from: PeerId, version: Uuid) -> Response {
+        let uuid = version.to_hex();
+        if holds(p2p, &uuid) {
+            return push_state(JobState::Done, "this node holds the version");
+        }
+        if let Some((_, st)) = self
+            .latest_for(&uuid)
+            .filter(|(_, st)| st.state.is_active())
+        {
+            return job_push_state(&st);
+        }
+        let mut head = p2p.head_of(from, version);
+        if head.is_none() {
+            p2p.refresh_heads(from).await;
+            head = p2p.head_of(from, version);
+        }
+        let Some(head) = head else {
+            return refused(format!(
+                "your heads do not offer version {version} to this node: share its repo with {} first",
+                p2p.peer_id()
+            ));
+        };
+        let kept = p2p
+            .store
+            .repo_root(&head.repo.to_hex())
+            .is_ok_and(|r| r == head.repo);
+        if !kept && !self.following().contains(&head.repo) {
+            return refused(format!(
+                "this node neither holds nor follows repo {}: it takes pushes only of repos it holds or follows",
+                head.repo
+            ));
+        }
+        tracing::info!(%version, peer = %from, "pulling a pushed version");
+        let id = self.start(p2p, JobSpec::whole(uuid), None);
+        job_push_state(&self.status(id).unwrap_or_default())
+    }
+
+    /// Where the pull of a pushed version is.
+    pub(super) fn on_push_status(&self, p2p: &P2p, version: Uuid) -> Response {
+        let uuid = version.to_hex();
+        match self.latest_for(&uuid) {
+            Some((_, st)) => job_push_state(&st),
+            None if holds(p2p, &uuid) => push_state(JobState::Done, "this node holds the version"),
+            None => refused(format!("this node was not asked to pull version {version}")),
         }
     }
 
@@ -193,10 +341,62 @@ impl Jobs {
     }
 }
 
+/// Why a job cannot be cancelled.
+#[derive(Debug)]
+pub enum CancelError {
+    NoSuchJob,
+    Ended(JobState),
+}
+
+impl JobSpec {
+    /// A pull of all of a version from whoever offers it.
+    pub fn whole(uuid: String) -> Self {
+        Self {
+            uuid,
+            peers: vec![],
+            instances: None,
+            region: None,
+            wait_secs: None,
+        }
+    }
+
+    fn restriction(&self) -> Option<Restriction> {
+        (self.instances.is_some() || self.region.is_some()).then(|| Restriction {
+            instances: self.instances.clone(),
+            region: self.region,
+        })
+    }
+}
+
+fn push_state(state: JobState, detail: &str) -> Response {
+    Response::PushState {
+        state: state.name().into(),
+        detail: detail.into(),
+    }
+}
+
+fn job_push_state(st: &JobStatus) -> Response {
+    let detail = match st.state {
+        JobState::Waiting => st.reason.clone().unwrap_or_default(),
+        JobState::Failed => st.error.clone().unwrap_or_default(),
+        JobState::Running => format!("{} objects fetched", st.objects_fetched),
+        JobState::Done => "pulled".into(),
+        JobState::Cancelled => "cancelled on this node".into(),
+    };
+    push_state(st.state, &detail)
+}
+
+fn refused(detail: String) -> Response {
+    Response::PushState {
+        state: "refused".into(),
+        detail,
+    }
+}
+
 /// Jobs among `jobs` that failed within [`FOLLOW_FAILURE_WINDOW`] before `now` (Unix seconds).
 fn recent_failures<'a>(jobs: impl Iterator<Item = &'a JobStatus>, now: u64) -> usize {
     let window = FOLLOW_FAILURE_WINDOW.as_secs();
-    jobs.filter(|st| st.state == "failed")
+    jobs.filter(|st| st.state == JobState::Failed)
         .filter(|st| st.ended.is_some_and(|t| now.saturating_sub(t) < window))
         .count()
 }
@@ -213,14 +413,35 @@ fn holds(p2p: &P2p, uuid: &str) -> bool {
         .is_ok_and(|v| v.replica == Replica::Full)
 }
 
-async fn run(p2p: P2p, id: u64, spec: JobSpec) {
-    let result = drive(&p2p, id, &spec).await;
+/// How a job ended, or that it was cancelled.
+enum Ending {
+    Done,
+    Failed(String),
+    Cancelled,
+}
+
+async fn run(
+    p2p: P2p,
+    id: u64,
+    spec: JobSpec,
+    manifest: Option<VersionManifest>,
+    cancel: std::sync::Arc<AtomicBool>,
+) {
+    let ending = match drive(&p2p, id, &spec, manifest, &cancel).await {
+        Ok(()) => Ending::Done,
+        Err(_) if cancel.load(Ordering::Relaxed) => Ending::Cancelled,
+        Err(e) => Ending::Failed(e),
+    };
+    p2p.jobs.cancels.lock().expect("cancels lock").remove(&id);
     p2p.jobs.update(id, |st| {
         st.ended = Some(unix_now());
-        match result {
-            Ok(()) => st.state = "done".into(),
-            Err(e) => {
-                st.state = "failed".into();
+        st.reason = None;
+        match ending {
+            Ending::Done => st.state = JobState::Done,
+            Ending::Cancelled => st.state = JobState::Cancelled,
+            Ending::Failed(e) => {
+                tracing::warn!(job = id, "pull failed: {e}");
+                st.state = JobState::Failed;
                 st.error = Some(e);
             }
         }
@@ -228,63 +449,46 @@ async fn run(p2p: P2p, id: u64, spec: JobSpec) {
     p2p.jobs.save();
 }
 
-async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
+async fn drive(
+    p2p: &P2p,
+    id: u64,
+    spec: &JobSpec,
+    manifest: Option<VersionManifest>,
+    cancel: &AtomicBool,
+) -> Result<(), String> {
     let version = Uuid(
         u128::from_str_radix(&spec.uuid, 16)
             .map_err(|_| format!("bad version UUID {:?}", spec.uuid))?,
     );
     let began = Instant::now();
-    let peers = find_peers(p2p, version, &spec.peers).await?;
-    let mut refusals = Vec::new();
-    let mut manifest = None;
-    for &peer in &peers {
-        // The manifest must be the version the peer's (sealed) head announced: a peer could offer
-        // an honest head and then serve a manifest of its own making under the same UUID.
-        let announced = p2p.head_of(peer, version).map(|h| h.commit_hash);
-        match p2p.request(peer, &Request::Manifest { version }).await {
-            Ok(Response::Manifest(bytes)) => match VersionManifest::decode(&bytes) {
-                Ok(m) if announced.is_some_and(|h| h != m.target_def().commit_hash) => {
-                    refusals.push(format!(
-                        "{peer} sent a manifest whose commit hash differs from the head it announced"
-                    ));
-                    p2p.offence(peer, super::guard::Offence::ForgedHead);
-                }
-                Ok(m) if m.target == version => match dvid_protocol::seal::verify_manifest(&m) {
-                    Ok(_) => {
-                        manifest = Some(m);
-                        break;
-                    }
-                    Err(e) => refusals.push(format!("{peer} sent a manifest with a bad seal: {e}")),
-                },
-                Ok(_) => refusals.push(format!("{peer} sent the manifest of another version")),
-                Err(e) => refusals.push(format!("{peer} sent a bad manifest: {e}")),
-            },
-            Ok(Response::Refused(r)) => refusals.push(format!("{peer} refused: {r}")),
-            Ok(other) => refusals.push(format!("{peer} answered {other:?}")),
-            Err(e) => refusals.push(format!("{peer}: {e:#}")),
-        }
-    }
-    let manifest = manifest.ok_or_else(|| {
-        format!(
-            "no peer would send version {version}: {}",
-            refusals.join("; ")
-        )
-    })?;
-    let restriction = (spec.instances.is_some() || spec.region.is_some()).then(|| Restriction {
-        instances: spec.instances.clone(),
-        region: spec.region,
+    let wait = spec.wait_secs.map_or(DEFAULT_WAIT, Duration::from_secs);
+    let peers = find_peers(p2p, id, version, &spec.peers, wait, cancel).await?;
+    let manifest = match manifest {
+        Some(m) => m,
+        None => fetch_manifest(p2p, version, &peers).await?,
+    };
+    check_spec(&manifest, spec)?;
+    p2p.jobs.update(id, |st| {
+        st.state = JobState::Running;
+        st.reason = None;
     });
+    let restriction = spec.restriction();
     let mut pull: Pull<PeerId> = Pull::new(&manifest, restriction.as_ref(), PullConfig::default());
     for &p in &peers {
         pull.add_peer(p);
     }
+    add_ancestor_holders(p2p, &manifest, &mut pull);
     let (tx, mut rx) = mpsc::channel::<(u64, anyhow::Result<Response>)>(256);
     let mut storer = Storer::start(p2p.store.clone());
     let start = Instant::now();
     let mut next_peer_check = start + PEER_CHECK_EVERY;
     loop {
-        // Peers that began to offer the version since the pull started serve too (unless the
-        // request named its peers).
+        if cancel.load(Ordering::Relaxed) {
+            storer.finish().await?;
+            return Err("cancelled".into());
+        }
+        // Peers that began to offer the version (or an ancestor) since the pull started serve too
+        // (unless the request named its peers).
         if spec.peers.is_empty() && Instant::now() >= next_peer_check {
             next_peer_check = Instant::now() + PEER_CHECK_EVERY;
             let hash = manifest.target_def().commit_hash;
@@ -297,6 +501,7 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
                     }
                 }
             }
+            add_ancestor_holders(p2p, &manifest, &mut pull);
         }
         let store = p2p.store.clone();
         let now_ms = start.elapsed().as_millis() as u64;
@@ -354,15 +559,104 @@ async fn drive(p2p: &P2p, id: u64, spec: &JobSpec) -> Result<(), String> {
     }
 }
 
-/// Waits for connected peers that offer `version` (or the named ones).
-async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<PeerId>, String> {
+/// Peers offering an ancestor of the target (with the commit hash the manifest names) serve, under
+/// that ancestor, what the target did not change: the nearest ancestor each peer offers.
+fn add_ancestor_holders(p2p: &P2p, manifest: &VersionManifest, pull: &mut Pull<PeerId>) {
+    let offered = p2p.offered();
+    for v in manifest.versions.iter().rev().skip(1) {
+        for o in offered
+            .iter()
+            .filter(|o| o.head.version == v.uuid && o.head.commit_hash == v.commit_hash)
+        {
+            for &p in &o.peers {
+                if pull.add_peer_serving(p, v.uuid) {
+                    tracing::info!(version = %manifest.target, ancestor = %v.uuid, peer = %p, "a holder of an ancestor serves the pull");
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a pull of instances the version does not have.
+pub fn check_spec(manifest: &VersionManifest, spec: &JobSpec) -> Result<(), String> {
+    let target = manifest.target_def();
+    let held: Vec<&str> = manifest
+        .instances
+        .iter()
+        .filter(|i| target.instances.contains(&i.data_uuid))
+        .map(|i| i.name.as_str())
+        .collect();
+    for name in spec.instances.iter().flatten() {
+        if !held.contains(&name.as_str()) {
+            return Err(format!(
+                "version {} has no data instance {name:?} (it has: {})",
+                manifest.target,
+                held.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the version's manifest from the first of `peers` that sends a good one.
+pub async fn fetch_manifest(
+    p2p: &P2p,
+    version: Uuid,
+    peers: &[PeerId],
+) -> Result<VersionManifest, String> {
+    let mut refusals = Vec::new();
+    for &peer in peers {
+        // The manifest must be the version the peer's (sealed) head announced: a peer could offer
+        // an honest head and then serve a manifest of its own making under the same UUID.
+        let announced = p2p.head_of(peer, version).map(|h| h.commit_hash);
+        match p2p.request(peer, &Request::Manifest { version }).await {
+            Ok(Response::Manifest(bytes)) => match VersionManifest::decode(&bytes) {
+                Ok(m) if announced.is_some_and(|h| h != m.target_def().commit_hash) => {
+                    refusals.push(format!(
+                        "{peer} sent a manifest whose commit hash differs from the head it announced"
+                    ));
+                    p2p.offence(peer, super::guard::Offence::ForgedHead);
+                }
+                Ok(m) if m.target == version => match dvid_protocol::seal::verify_manifest(&m) {
+                    Ok(_) => return Ok(m),
+                    Err(e) => refusals.push(format!("{peer} sent a manifest with a bad seal: {e}")),
+                },
+                Ok(_) => refusals.push(format!("{peer} sent the manifest of another version")),
+                Err(e) => refusals.push(format!("{peer} sent a bad manifest: {e}")),
+            },
+            Ok(Response::Refused(r)) => refusals.push(format!("{peer} refused: {r}")),
+            Ok(_) => refusals.push(format!(
+                "{peer} answered with something other than a manifest"
+            )),
+            Err(e) => refusals.push(format!("{peer}: {e:#}")),
+        }
+    }
+    Err(format!(
+        "no peer would send version {version}: {}",
+        refusals.join("; ")
+    ))
+}
+
+/// Waits for connected peers that offer `version` (or the named ones), saying in the job's status
+/// what it waits for, until `wait` has passed.
+async fn find_peers(
+    p2p: &P2p,
+    id: u64,
+    version: Uuid,
+    named: &[String],
+    wait: Duration,
+    cancel: &AtomicBool,
+) -> Result<Vec<PeerId>, String> {
     let named: Vec<PeerId> = named
         .iter()
         .map(|p| p.parse().map_err(|_| format!("{p:?} is not a PeerId")))
         .collect::<Result<_, _>>()?;
-    let deadline = Instant::now() + FIND_PEERS_FOR;
+    let deadline = Instant::now() + wait;
     let mut next_lookup = Instant::now();
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err("cancelled".into());
+        }
         let connected = p2p.connected();
         let peers: Vec<PeerId> = if named.is_empty() {
             p2p.offered()
@@ -393,14 +687,38 @@ async fn find_peers(p2p: &P2p, version: Uuid, named: &[String]) -> Result<Vec<Pe
                 c.claims.len()
             ));
         }
+        let reason = if named.is_empty() {
+            let lookup = p2p.lookup(version);
+            format!(
+                "no connected peer offers version {version} ({} peer(s) connected; Kademlia lookups: {}, providers found: {}){}",
+                connected.len(),
+                lookup.finished,
+                lookup.providers,
+                if connected.is_empty() {
+                    "; dial a peer that holds it (--peer or POST /api/p2p/dial)"
+                } else {
+                    "; is its repo shared with this node, or the version published?"
+                }
+            )
+        } else {
+            format!(
+                "none of the named peers is connected ({} peer(s) connected)",
+                connected.len()
+            )
+        };
+        let changed = p2p
+            .jobs
+            .status(id)
+            .is_some_and(|st| st.reason.as_deref() != Some(reason.as_str()));
+        if changed {
+            tracing::info!(job = id, %version, "waiting: {reason}");
+        }
+        p2p.jobs.update(id, |st| {
+            st.state = JobState::Waiting;
+            st.reason = Some(reason.clone());
+        });
         if Instant::now() > deadline {
-            return Err(if named.is_empty() {
-                format!(
-                    "no connected peer offers version {version} (it may not be shared with this node; see /api/p2p/heads)"
-                )
-            } else {
-                "none of the named peers is connected".to_string()
-            });
+            return Err(format!("waited {} s: {reason}", wait.as_secs()));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -533,9 +851,9 @@ impl Storer {
 mod tests {
     use super::*;
 
-    fn job(state: &str, ended: Option<u64>) -> JobStatus {
+    fn job(state: JobState, ended: Option<u64>) -> JobStatus {
         JobStatus {
-            state: state.into(),
+            state,
             ended,
             ..JobStatus::default()
         }
@@ -546,12 +864,12 @@ mod tests {
         let now = 1_000_000;
         let window = FOLLOW_FAILURE_WINDOW.as_secs();
         let jobs = [
-            job("failed", Some(now - 5)),
-            job("failed", Some(now - window + 1)),
-            job("failed", Some(now - window)), // aged out
-            job("failed", None),               // from a job file written before `ended`
-            job("done", Some(now)),
-            job("running", None),
+            job(JobState::Failed, Some(now - 5)),
+            job(JobState::Failed, Some(now - window + 1)),
+            job(JobState::Failed, Some(now - window)), // aged out
+            job(JobState::Failed, None),               // from a job file written before `ended`
+            job(JobState::Done, Some(now)),
+            job(JobState::Running, None),
         ];
         assert_eq!(recent_failures(jobs.iter(), now), 2);
         // Later, every failure has aged out and following retries the version.

@@ -27,13 +27,16 @@ use dvid_store::ObjectId;
 use dvid_store::Store;
 use dvid_store::catalog::Uuid;
 use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
 use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, DialError};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits, gossipsub, identify,
     identity::Keypair, kad, mdns, noise, ping, tcp, yamux,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +45,8 @@ use tokio::sync::{mpsc, oneshot};
 const HEADS_TOPIC: &str = "/dvid/heads/1";
 /// How often heads are asked of every connected peer, and lost `--peer`s re-dialled.
 const REFRESH: Duration = Duration::from_secs(3);
+/// How long `dial` waits for a connection or an error.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the peer-to-peer layer.
 #[derive(Clone, Debug, Default)]
@@ -88,7 +93,7 @@ struct Behaviour {
 }
 
 enum Command {
-    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     Announce(Uuid),
     Discover(Uuid),
     Ban(PeerId),
@@ -117,6 +122,30 @@ struct NetState {
     heads: BTreeMap<PeerId, PeerHeads>,
     /// Versions already reported as conflicting, so each is logged once.
     conflicts_logged: BTreeSet<Uuid>,
+    /// Peers met or dialled, by PeerId, or by address for dials to an address without one.
+    contacts: BTreeMap<String, Contact>,
+    /// Kademlia provider lookups, by the UUID looked up, and the queries in flight.
+    lookups: BTreeMap<Uuid, Lookup>,
+    queries: std::collections::HashMap<kad::QueryId, Uuid>,
+}
+
+/// A peer this node met or tried to reach, as `/api/p2p/peers` shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Contact {
+    pub peer: Option<PeerId>,
+    /// The address last dialled or connected through.
+    pub addr: Option<Multiaddr>,
+    /// Why the last dial failed, until a connection succeeds.
+    pub last_error: Option<String>,
+    /// When a connection to it last existed (RFC 3339), if ever.
+    pub last_seen: Option<String>,
+}
+
+/// Provider lookups of one UUID: how many finished, and the providers they found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lookup {
+    pub finished: u32,
+    pub providers: usize,
 }
 
 /// A handle on the running peer-to-peer layer.
@@ -139,7 +168,10 @@ pub struct Offered {
     pub head: Head,
     /// The node that sealed (locked) it.
     pub locked_by: PeerId,
+    /// Every peer offering it, in full or in part.
     pub peers: Vec<PeerId>,
+    /// The parts held by peers that hold only part of it (partial replicas, such as a laptop's).
+    pub partial: BTreeMap<PeerId, Vec<dvid_store::Restriction>>,
 }
 
 /// One version UUID claimed with several commit hashes.
@@ -267,15 +299,30 @@ impl P2p {
             .collect()
     }
 
-    /// Dials a peer at run time.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), String> {
+    /// Dials a peer at run time and waits for the outcome: the PeerId connected, or why not.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, String> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Dial(addr, tx))
             .await
             .map_err(|_| "the network task has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the network task has stopped".to_string())?
+        match tokio::time::timeout(DIAL_TIMEOUT, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("the network task has stopped".to_string()),
+            Err(_) => Err(format!("no answer within {} s", DIAL_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// Peers met or dialled, with what became of the last attempt.
+    pub fn contacts(&self) -> Vec<Contact> {
+        let state = self.state.lock().expect("state lock");
+        state.contacts.values().cloned().collect()
+    }
+
+    /// The provider lookups of `uuid` so far.
+    pub fn lookup(&self, uuid: Uuid) -> Lookup {
+        let state = self.state.lock().expect("state lock");
+        state.lookups.get(&uuid).copied().unwrap_or_default()
     }
 
     /// Tells peers that this node's offers in `repo` changed.
@@ -345,12 +392,22 @@ impl P2p {
                     .or_default()
                     .entry(h.commit_hash)
                     .or_insert_with(|| Offered {
-                        head: h.clone(),
+                        head: Head {
+                            holds: None,
+                            ..h.clone()
+                        },
                         locked_by: *locked_by,
                         peers: vec![],
-                    })
-                    .peers
-                    .push(*peer);
+                        partial: BTreeMap::new(),
+                    });
+                let offered = by_version
+                    .get_mut(&h.version)
+                    .and_then(|c| c.get_mut(&h.commit_hash))
+                    .expect("inserted above");
+                offered.peers.push(*peer);
+                if let Some(parts) = &h.holds {
+                    offered.partial.insert(*peer, parts.clone());
+                }
             }
         }
         by_version
@@ -388,7 +445,7 @@ impl P2p {
 
     /// Asks a peer for its heads (if they changed since its last answer) and records those whose
     /// seal verifies.
-    async fn refresh_heads(&self, peer: PeerId) {
+    pub(crate) async fn refresh_heads(&self, peer: PeerId) {
         if self.guard.is_banned(&peer, Instant::now()) {
             return;
         }
@@ -431,16 +488,100 @@ impl P2p {
     }
 }
 
+/// Dials in flight, by connection: the address, and who waits for the outcome.
+type PendingDials =
+    HashMap<ConnectionId, (Multiaddr, Option<oneshot::Sender<Result<PeerId, String>>>)>;
+
+/// Starts a dial, recording it so its outcome reaches the contacts table (and `reply`).
+fn dial(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    p2p: &P2p,
+    pending: &mut PendingDials,
+    addr: Multiaddr,
+    reply: Option<oneshot::Sender<Result<PeerId, String>>>,
+) {
+    let opts = DialOpts::from(addr.clone());
+    let id = opts.connection_id();
+    match swarm.dial(opts) {
+        Ok(()) => {
+            pending.insert(id, (addr, reply));
+        }
+        Err(e) => {
+            let error = describe_dial_error(&e);
+            note_dial_failure(p2p, &addr, peer_of(&addr), &error);
+            if let Some(r) = reply {
+                let _ = r.send(Err(error));
+            }
+        }
+    }
+}
+
+/// The PeerId an address names with a `/p2p/` suffix, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn describe_dial_error(e: &DialError) -> String {
+    match e {
+        DialError::WrongPeerId { obtained, .. } => {
+            format!("the node at that address is {obtained}, not the PeerId the address names")
+        }
+        DialError::LocalPeerId { .. } => "that address is this node itself".into(),
+        DialError::Denied { .. } => "refused by this node's limits or block list".into(),
+        DialError::NoAddresses => "no address to dial".into(),
+        DialError::Transport(errors) => errors
+            .iter()
+            .map(|(addr, err)| format!("{addr}: {}", transport_error_text(err)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+/// The innermost message of a transport error ("Connection refused (os error 111)").
+fn transport_error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
+}
+
+/// Records a failed dial. The first failure after a success (or the first ever) is logged at
+/// warn; repeats of the same error (a `--peer` re-dialled every few seconds) at debug.
+fn note_dial_failure(p2p: &P2p, addr: &Multiaddr, peer: Option<PeerId>, error: &str) {
+    let mut state = p2p.state.lock().expect("state lock");
+    let key = peer.map_or_else(|| addr.to_string(), |p| p.to_string());
+    let contact = state.contacts.entry(key).or_default();
+    let repeat = contact.last_error.as_deref() == Some(error);
+    contact.peer = contact.peer.or(peer);
+    if !addr.is_empty() {
+        contact.addr = Some(addr.clone());
+    }
+    contact.last_error = Some(error.to_string());
+    drop(state);
+    let whom = peer.map_or_else(|| addr.to_string(), |p| p.to_string());
+    if repeat {
+        tracing::debug!("dial of {whom} failed again: {error}");
+    } else {
+        tracing::warn!("cannot reach peer {whom}: {error}");
+    }
+}
+
 async fn run_swarm(
     mut swarm: libp2p::Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
     p2p: P2p,
     bootstrap: Vec<Multiaddr>,
 ) {
+    let mut pending = PendingDials::new();
     for addr in &bootstrap {
-        if let Err(e) = swarm.dial(addr.clone()) {
-            tracing::warn!(%addr, "cannot dial: {e}");
-        }
+        dial(&mut swarm, &p2p, &mut pending, addr.clone(), None);
     }
     let mut tick = tokio::time::interval(REFRESH);
     let topic = gossipsub::IdentTopic::new(HEADS_TOPIC);
@@ -453,7 +594,7 @@ async fn run_swarm(
             cmd = commands.recv() => match cmd {
                 None => return,
                 Some(Command::Dial(addr, reply)) => {
-                    let _ = reply.send(swarm.dial(addr).map_err(|e| e.to_string()));
+                    dial(&mut swarm, &p2p, &mut pending, addr, Some(reply));
                 }
                 Some(Command::Announce(repo)) => {
                     // No subscribed peer yet is fine: peers also poll heads.
@@ -461,7 +602,8 @@ async fn run_swarm(
                     provide(&mut swarm, &p2p, repo);
                 }
                 Some(Command::Discover(uuid)) => {
-                    swarm.behaviour_mut().kad.get_providers(provider_key(uuid));
+                    let query = swarm.behaviour_mut().kad.get_providers(provider_key(uuid));
+                    p2p.state.lock().expect("state lock").queries.insert(query, uuid);
                 }
                 Some(Command::Ban(peer)) => {
                     swarm.behaviour_mut().blocked.block_peer(peer);
@@ -469,7 +611,7 @@ async fn run_swarm(
                     s.heads.remove(&peer);
                 }
             },
-            event = swarm.select_next_some() => on_event(&mut swarm, event, &p2p),
+            event = swarm.select_next_some() => on_event(&mut swarm, event, &p2p, &mut pending),
             _ = tick.tick() => {
                 for peer in p2p.guard.expire(Instant::now()) {
                     tracing::info!(%peer, "ban ended");
@@ -478,13 +620,10 @@ async fn run_swarm(
                 let connected = p2p.connected();
                 p2p.guard.prune(&connected);
                 for addr in &bootstrap {
-                    let known = addr.iter().find_map(|p| match p {
-                        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-                        _ => None,
-                    });
-                    let lost = known.map_or(connected.is_empty(), |id| !connected.contains(&id));
-                    if lost {
-                        let _ = swarm.dial(addr.clone());
+                    let lost = peer_of(addr).map_or(connected.is_empty(), |id| !connected.contains(&id));
+                    let dialling = pending.values().any(|(a, _)| a == addr);
+                    if lost && !dialling {
+                        dial(&mut swarm, &p2p, &mut pending, addr.clone(), None);
                     }
                 }
                 for peer in connected {
@@ -519,7 +658,12 @@ fn provide(swarm: &mut libp2p::Swarm<Behaviour>, p2p: &P2p, repo: Uuid) {
     }
 }
 
-fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>, p2p: &P2p) {
+fn on_event(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    event: SwarmEvent<BehaviourEvent>,
+    p2p: &P2p,
+    pending: &mut PendingDials,
+) {
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
             let full = address.with_p2p(p2p.peer_id).unwrap_or_else(|a| a);
@@ -530,12 +674,28 @@ fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEve
                 .listen_addrs
                 .push(full);
         }
-        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-            p2p.state
-                .lock()
-                .expect("state lock")
-                .connected
-                .insert(peer_id);
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            connection_id,
+            endpoint,
+            ..
+        } => {
+            if let Some((_, Some(reply))) = pending.remove(&connection_id) {
+                let _ = reply.send(Ok(peer_id));
+            }
+            {
+                let mut s = p2p.state.lock().expect("state lock");
+                s.connected.insert(peer_id);
+                // A dial by address alone now knows whom it reached.
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    s.contacts.remove(&address.to_string());
+                }
+                let contact = s.contacts.entry(peer_id.to_string()).or_default();
+                contact.peer = Some(peer_id);
+                contact.addr = Some(endpoint.get_remote_address().clone());
+                contact.last_error = None;
+                contact.last_seen = Some(dvid_store::catalog::now());
+            }
             let p = p2p.clone();
             tokio::spawn(async move { p.refresh_heads(peer_id).await });
             if let Some(m @ (Misbehave::Flood | Misbehave::Oversized)) = p2p.misbehave {
@@ -550,6 +710,26 @@ fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEve
             let mut s = p2p.state.lock().expect("state lock");
             s.connected.remove(&peer_id);
             s.heads.remove(&peer_id);
+            if let Some(c) = s.contacts.get_mut(&peer_id.to_string()) {
+                c.last_seen = Some(dvid_store::catalog::now());
+            }
+        }
+        SwarmEvent::OutgoingConnectionError {
+            connection_id,
+            peer_id,
+            error,
+        } => {
+            let text = describe_dial_error(&error);
+            let (addr, reply) = pending
+                .remove(&connection_id)
+                .unwrap_or_else(|| (Multiaddr::empty(), None));
+            // Dials this node did not ask for by address (Kademlia, mDNS) are noted by PeerId.
+            if !addr.is_empty() || peer_id.is_some() {
+                note_dial_failure(p2p, &addr, peer_id.or_else(|| peer_of(&addr)), &text);
+            }
+            if let Some(r) = reply {
+                let _ = r.send(Err(text));
+            }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
             propagation_source,
@@ -572,13 +752,27 @@ fn on_event(swarm: &mut libp2p::Swarm<Behaviour>, event: SwarmEvent<BehaviourEve
             }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-            result:
-                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
-                    providers,
-                    ..
-                })),
+            id,
+            result: kad::QueryResult::GetProviders(result),
+            step,
             ..
         })) => {
+            let providers = match result {
+                Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => providers,
+                _ => Default::default(),
+            };
+            {
+                let mut s = p2p.state.lock().expect("state lock");
+                let uuid = match step.last {
+                    true => s.queries.remove(&id),
+                    false => s.queries.get(&id).copied(),
+                };
+                if let Some(uuid) = uuid {
+                    let lookup = s.lookups.entry(uuid).or_default();
+                    lookup.providers += providers.len();
+                    lookup.finished += u32::from(step.last);
+                }
+            }
             let connected = p2p.connected();
             for peer in providers {
                 if peer != p2p.peer_id && !connected.contains(&peer) {
