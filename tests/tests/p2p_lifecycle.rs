@@ -119,6 +119,16 @@ fn p2p_dial_failures_are_returned_logged_and_listed() {
         "{entry}"
     );
     assert_eq!(entry["connected"], false);
+    // A --peer at a dead address is listed with the transport's reason.
+    let gone = format!("{dead}/p2p/{}", a.peer_id());
+    let dd = tempfile::tempdir().unwrap();
+    let d = Node::start(dd.path(), &["--peer", &gone]);
+    let entry = d.wait_until("the dead peer listed", 20, |n| {
+        peer_entry(n, &a.peer_id()).filter(|e| e["state"] == "unreachable")
+    });
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(error.to_lowercase().contains("refused"), "{entry}");
+    assert_eq!(entry["addr"], gone.as_str(), "{entry}");
 }
 
 #[test]
