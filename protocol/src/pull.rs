@@ -811,15 +811,14 @@ mod tests {
         assert!(served_by_1 > 0);
     }
 
-    #[test]
-    fn pull_takes_what_a_partial_peer_lacks_from_a_holder_of_the_parent() {
-        // The origin holds the parent (300 keys) and a child that changed 3 of them. Peer 0 is a
-        // laptop: it serves the child but holds only what the child changed. Peer 1 holds the
-        // parent only, and is asked under it.
+    /// The origin of [`origin`] with a child of its version changing `changed` keys: returns the
+    /// origin, the child's UUID and manifest, the parent's UUID, and every object of the parent's
+    /// tree (what a laptop that made the child from a region does not hold).
+    fn laptop_child(changed: usize) -> (Store, String, VersionManifest, Uuid, Vec<ObjectId>) {
         let (origin, parent_manifest) = origin();
         let parent = parent_manifest.target;
         let child = origin.new_version(&parent.to_hex(), "").unwrap().to_hex();
-        for i in 0..3 {
+        for i in 0..changed {
             origin
                 .kv_put(&child, "kv", &format!("k{i}"), vec![9; 64])
                 .unwrap();
@@ -827,17 +826,23 @@ mod tests {
         origin.commit(&child, None, &[]).unwrap();
         let manifest = origin.version_manifest(&child).unwrap();
         let mut in_parent = Vec::new();
-        let parent_root = origin
+        let root = origin
             .resolve(&parent.to_hex())
             .unwrap()
             .roots
             .values()
             .next()
             .copied();
-        origin
-            .trees()
-            .reachable(parent_root, &mut in_parent)
-            .unwrap();
+        origin.trees().reachable(root, &mut in_parent).unwrap();
+        (origin, child, manifest, parent, in_parent)
+    }
+
+    #[test]
+    fn pull_takes_what_a_partial_peer_lacks_from_a_holder_of_the_parent() {
+        // The origin holds the parent (300 keys) and a child that changed 3 of them. Peer 0 is a
+        // laptop: it serves the child but holds only what the child changed. Peer 1 holds the
+        // parent only, and is asked under it.
+        let (origin, child, manifest, parent, in_parent) = laptop_child(3);
         let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
         assert!(pull.add_peer(0));
         assert!(pull.add_peer_serving(1, parent));
@@ -894,24 +899,7 @@ mod tests {
     fn pull_names_the_part_no_reachable_peer_holds() {
         // Only the laptop of the test above is reachable: the pull fails at its first answer,
         // naming the instance and the part, not a Rust debug dump of the path.
-        let (origin, parent_manifest) = origin();
-        let parent = parent_manifest.target.to_hex();
-        let child = origin.new_version(&parent, "").unwrap().to_hex();
-        origin.kv_put(&child, "kv", "k0", vec![9; 64]).unwrap();
-        origin.commit(&child, None, &[]).unwrap();
-        let manifest = origin.version_manifest(&child).unwrap();
-        let mut in_parent = Vec::new();
-        let parent_root = origin
-            .resolve(&parent)
-            .unwrap()
-            .roots
-            .values()
-            .next()
-            .copied();
-        origin
-            .trees()
-            .reachable(parent_root, &mut in_parent)
-            .unwrap();
+        let (origin, _, manifest, _, in_parent) = laptop_child(1);
         let mut pull: Pull<u8> = Pull::new(&manifest, None, PullConfig::default());
         pull.add_peer(0);
         let recv = Store::open_memory().unwrap();

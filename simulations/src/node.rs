@@ -2,22 +2,19 @@
 //! with the real engine, what its neighbours offer (heads), the repos it follows, and how it serves.
 
 use crate::net::{Micros, NodeId};
+use dvid_protocol::heads::{HeadsBook, recent_failures};
 use dvid_protocol::pull::Pull;
 use dvid_protocol::seal::KeySealer;
 use dvid_protocol::serve::answer;
-use dvid_protocol::wire::{Head, ObjectReply, Request, Response};
+pub use dvid_protocol::strikes::Offence;
+use dvid_protocol::strikes::{Record, Rules};
+use dvid_protocol::wire::{ObjectReply, Request, Response};
 use dvid_store::catalog::Uuid;
 use dvid_store::{MemEngine, ObjectId, Replica, Sealer, Store, StoreError, VersionManifest};
 use libp2p_identity::Keypair;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-
-/// Strikes that ban a peer, strikes forgiven per second, and how long a ban lasts: the node's
-/// defaults (`node/src/p2p/guard.rs`).
-const BAN_AT: f64 = 20.0;
-const FORGIVE_PER_S: f64 = 0.5;
-const BAN_FOR: Micros = 600_000_000;
 
 /// How a hostile node misbehaves. The first two are the node's own `--misbehave` modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,13 +26,6 @@ pub enum Hostility {
     /// Offers honest heads, but serves a forged manifest: the version's roots swapped for its
     /// parent's, the commit hash recomputed and the seal its own; then serves any object it holds.
     ForgeVersions,
-}
-
-/// Offences a node counts against a peer, weighted as the node's guard weighs them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Offence {
-    ForgedHead,
-    BadObject,
 }
 
 /// Whether a node runs and is reachable.
@@ -121,17 +111,14 @@ pub struct SimNode {
     pub store: Store,
     pub status: Status,
     pub hostile: Option<Hostility>,
-    /// Strikes per peer and when they were last counted; bans in force (the node's guard, in memory).
-    strikes: BTreeMap<NodeId, (f64, Micros)>,
-    banned: BTreeMap<NodeId, Micros>,
+    /// Strikes and bans per peer, by the node's rules (in memory, as in the node's guard).
+    strikes: BTreeMap<NodeId, Record>,
     /// Bumped at each crash and restart, so timers of a dead incarnation are dropped.
     pub generation: u32,
     pub neighbours: Vec<NodeId>,
-    /// The heads each neighbour last offered (dropped when a request to it fails).
-    pub heads: BTreeMap<NodeId, Vec<Head>>,
-    /// Digest of each neighbour's last list, if every seal in it verified: the next poll asks
-    /// for heads only if they changed, as the node does.
-    pub heads_digest: BTreeMap<NodeId, ObjectId>,
+    /// The heads each neighbour last offered (dropped when a request to it fails): the node's own
+    /// heads book, so offers, conflicts and "ask only if changed" are decided by the node's code.
+    pub heads: HeadsBook<NodeId, ()>,
     /// Followed repos, by root UUID (kept across restarts, as the node's jobs file keeps them).
     pub follows: BTreeSet<Uuid>,
     /// When pulls of each version failed (kept across restarts, as the node's jobs file keeps them).
@@ -166,11 +153,9 @@ impl SimNode {
             status: Status::Up,
             hostile,
             strikes: BTreeMap::new(),
-            banned: BTreeMap::new(),
             generation: 0,
             neighbours: Vec::new(),
-            heads: BTreeMap::new(),
-            heads_digest: BTreeMap::new(),
+            heads: HeadsBook::default(),
             follows: BTreeSet::new(),
             failures: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -189,9 +174,7 @@ impl SimNode {
         self.jobs.clear();
         self.pending.clear();
         self.heads.clear();
-        self.heads_digest.clear();
         self.strikes.clear();
-        self.banned.clear();
         self.tick_armed = false;
     }
 
@@ -225,14 +208,7 @@ impl SimNode {
     /// Neighbours offering `version` with commit hash `hash`, in id order: a pull starts with them,
     /// and a running pull takes those that join.
     pub fn offering(&self, version: Uuid, hash: ObjectId) -> Vec<NodeId> {
-        self.heads
-            .iter()
-            .filter(|(_, hs)| {
-                hs.iter()
-                    .any(|h| h.version == version && h.commit_hash == hash)
-            })
-            .map(|(p, _)| *p)
-            .collect()
+        self.heads.offering(version, hash)
     }
 
     /// Versions to start pulling, as the node's follow does on new heads: offered versions of
@@ -241,14 +217,12 @@ impl SimNode {
     /// in UUID order: UUIDs are random).
     pub fn to_pull(&self, max_failures: u32, window: Micros, now: Micros) -> Vec<(Uuid, ObjectId)> {
         let recent = |v: &Uuid| {
-            self.failures.get(v).map_or(0, |at| {
-                at.iter()
-                    .filter(|&&t| now.saturating_sub(t) < window)
-                    .count()
-            })
+            self.failures
+                .get(v)
+                .map_or(0, |at| recent_failures(at.iter().copied(), now, window))
         };
         let mut out: Vec<(Uuid, ObjectId)> = Vec::new();
-        for h in self.heads.values().flatten() {
+        for h in self.heads.heads() {
             if self.follows.contains(&h.repo)
                 && !out.iter().any(|(v, _)| *v == h.version)
                 && !self.jobs.values().any(|j| j.version == h.version)
@@ -264,10 +238,7 @@ impl SimNode {
 
     /// Whether `version` is also claimed, by a peer or this node, with a hash other than `hash`.
     fn conflicting(&self, version: Uuid, hash: ObjectId) -> bool {
-        self.heads
-            .values()
-            .flatten()
-            .any(|h| h.version == version && h.commit_hash != hash)
+        self.heads.claimed_otherwise(version, hash)
             || self
                 .store
                 .resolve(&version.to_hex())
@@ -276,42 +247,26 @@ impl SimNode {
 
     /// Counts an offence of `peer`; returns true if it is now banned (its heads are dropped).
     pub fn offence(&mut self, peer: NodeId, o: Offence, now: Micros) -> bool {
-        if self.is_banned(peer, now) {
+        let record = self.strikes.entry(peer).or_insert_with(|| Record::new(now));
+        if record.offend(&Rules::default(), o, now).is_none() {
             return false;
         }
-        let (strikes, struck) = self.strikes.entry(peer).or_insert((0.0, now));
-        let forgiven = now.saturating_sub(*struck) as f64 / 1e6 * FORGIVE_PER_S;
-        *strikes = (*strikes - forgiven).max(0.0)
-            + match o {
-                Offence::ForgedHead => 8.0,
-                Offence::BadObject => BAN_AT,
-            };
-        *struck = now;
-        if *strikes < BAN_AT {
-            return false;
-        }
-        self.strikes.remove(&peer);
-        self.banned.insert(peer, now + BAN_FOR);
         self.forget_heads(peer);
         true
     }
 
     /// Forgets what `peer` offered (its connection closed, or it was banned).
     pub fn forget_heads(&mut self, peer: NodeId) {
-        self.heads.remove(&peer);
-        self.heads_digest.remove(&peer);
+        self.heads.forget(&peer);
     }
 
     /// The heads request for `peer`: only if changed, when its last list is known.
     pub fn heads_request(&self, peer: NodeId) -> Request {
-        match self.heads_digest.get(&peer) {
-            Some(&digest) => Request::HeadsIfChanged { digest },
-            None => Request::Heads,
-        }
+        self.heads.request(&peer)
     }
 
     pub fn is_banned(&self, peer: NodeId, now: Micros) -> bool {
-        self.banned.get(&peer).is_some_and(|&until| until > now)
+        self.strikes.get(&peer).is_some_and(|r| r.is_banned(now))
     }
 
     /// Answers a peer (by its PeerId) through the real policy-checked serving path; a hostile node

@@ -6,6 +6,7 @@ use crate::invariants::{self, Readers, Truth};
 use crate::net::{Micros, Net, NodeId, Queue};
 use crate::node::{Job, Offence, Pending, Phase, SimNode, Status};
 use crate::scenario::write_changes;
+use dvid_protocol::heads::{self, ManifestRefusal};
 use dvid_protocol::pull::{Output, Pull, PullConfig};
 use dvid_protocol::seal;
 use dvid_protocol::wire::{self, Head, ObjectReply, Request, Response, Want, WantPath};
@@ -49,8 +50,8 @@ impl Default for SimConfig {
             peer_check_ms: 2_000,
             request_timeout_ms: 60_000,
             dial_timeout_ms: 10_000,
-            follow_max_failures: 3,
-            follow_failure_window_ms: 600_000,
+            follow_max_failures: heads::FOLLOW_MAX_FAILURES as u32,
+            follow_failure_window_ms: heads::FOLLOW_FAILURE_WINDOW_MS,
             manifest_matches_head: true,
             pull: PullConfig::default(),
             max_sim_ms: 600_000,
@@ -461,7 +462,7 @@ impl Sim {
         match pending {
             Pending::Heads { peer } => match resp {
                 Response::Heads(heads) => self.on_heads(node, peer, heads),
-                Response::HeadsUnchanged if self.nodes[node as usize].heads.contains_key(&peer) => {
+                Response::HeadsUnchanged if self.nodes[node as usize].heads.knows(&peer) => {
                     self.follow(node)
                 }
                 _ => self.nodes[node as usize].forget_heads(peer),
@@ -538,25 +539,18 @@ impl Sim {
 
     /// Keeps the heads whose seal verifies (a forged one is an offence), then follows.
     fn on_heads(&mut self, node: NodeId, peer: NodeId, heads: Vec<Head>) {
-        let digest = wire::heads_digest(&heads);
-        let total = heads.len();
-        let verified: Vec<Head> = heads
-            .into_iter()
-            .filter(|h| {
-                let key = ObjectId::of(&wire::encode(h));
-                *self
-                    .seals
-                    .entry(key)
-                    .or_insert_with(|| seal::verify_head(h).is_ok())
-            })
-            .collect();
-        let n = &mut self.nodes[node as usize];
-        n.heads.insert(peer, verified.clone());
-        match verified.len() == total {
-            true => n.heads_digest.insert(peer, digest),
-            false => n.heads_digest.remove(&peer),
+        // Seal checks are memoised across the run (the same heads reach many nodes).
+        let seals = &mut self.seals;
+        let verify = |h: &Head| {
+            let key = ObjectId::of(&wire::encode(h));
+            (*seals
+                .entry(key)
+                .or_insert_with(|| seal::verify_head(h).is_ok()))
+            .then_some(())
         };
-        if verified.len() < total && n.offence(peer, Offence::ForgedHead, self.now) {
+        let n = &mut self.nodes[node as usize];
+        let dropped = n.heads.record(peer, heads, verify);
+        if dropped > 0 && n.offence(peer, Offence::ForgedHead, self.now) {
             self.note(&[19, node as u64, peer as u64]);
         }
         self.follow(node);
@@ -633,15 +627,19 @@ impl Sim {
             Response::Manifest(bytes) => VersionManifest::decode(&bytes).ok(),
             _ => None,
         };
-        let forged = self.cfg.manifest_matches_head
-            && decoded
-                .as_ref()
-                .is_some_and(|m| m.target_def().commit_hash != hash);
+        // The node's acceptance rule; the job's hash is the one the offering peers announced.
+        let announced = self.cfg.manifest_matches_head.then_some(hash);
+        let seals = |m: &VersionManifest| {
+            seal::verify_manifest(m)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let verdict = decoded.map(|m| (heads::accept_manifest(&m, version, announced, seals), m));
+        let forged = matches!(&verdict, Some((Err(ManifestRefusal::DiffersFromHead), _)));
         if forged && self.nodes[node as usize].offence(peer, Offence::ForgedHead, self.now) {
             self.note(&[19, node as u64, peer as u64]);
         }
-        let manifest =
-            decoded.filter(|m| !forged && m.target == version && seal::verify_manifest(m).is_ok());
+        let manifest = verdict.and_then(|(v, m)| v.is_ok().then_some(m));
         let Some(manifest) = manifest else {
             self.ask_manifest(node, job_id);
             return;

@@ -34,7 +34,8 @@ impl fmt::Debug for Uuid {
     }
 }
 
-/// The data types a node serves.
+/// The data types a node serves. Stored in catalog records and sent in manifests by postcard, which
+/// writes the variant index: append variants, never reorder or remove them (golden test below).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataKind {
     Uint8Blk,
@@ -341,6 +342,31 @@ mod tests {
             c.resolve(&"a".repeat(33)),
             Err(StoreError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn catalog_enums_golden_bytes() {
+        // Postcard writes enum variant indexes: these bytes are on disk and on the wire.
+        assert_eq!(enc(&DataKind::Uint8Blk), [0]);
+        assert_eq!(enc(&DataKind::LabelBlk), [1]);
+        assert_eq!(enc(&DataKind::KeyValue), [2]);
+        assert_eq!(enc(&Codec::Lz4), [0]);
+        assert_eq!(enc(&Codec::Zstd(3)), [1, 6]); // zigzag varint of 3
+        assert_eq!(enc(&crate::Replica::Full), [0]);
+        assert_eq!(enc(&crate::Replica::MetadataOnly), [2]);
+        let part = crate::Restriction {
+            instances: Some(vec!["g".into()]),
+            region: Some(([0, 0, 0], [1, 1, 1])),
+        };
+        // Partial: variant 1, one part, Some(["g"]), Some(box of zigzag varints).
+        assert_eq!(
+            enc(&crate::Replica::Partial(vec![part])),
+            [1, 1, 1, 1, 1, b'g', 1, 0, 0, 0, 2, 2, 2]
+        );
+    }
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_stdvec(v).unwrap()
     }
 
     #[test]

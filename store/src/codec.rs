@@ -6,7 +6,9 @@
 use crate::{Result, StoreError};
 use serde::{Deserialize, Serialize};
 
-/// Compression applied to block payloads; chosen per instance at creation.
+/// Compression applied to block payloads; chosen per instance at creation. Stored in catalog records
+/// and sent in manifests by postcard, which writes the variant index: append variants, never
+/// reorder or remove them (`catalog::tests::catalog_enums_golden_bytes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Codec {
     /// LZ4 block format: fast; the default.

@@ -81,7 +81,8 @@ pub struct VersionManifest {
     pub target: Uuid,
 }
 
-/// What a replicated version holds locally.
+/// What a replicated version holds locally. Stored in version records by postcard, which writes the
+/// variant index: append variants, never reorder or remove them (`catalog_enums_golden_bytes`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Replica {
     /// Created here, or pulled whole.
@@ -278,5 +279,32 @@ impl VersionManifest {
         self.versions
             .last()
             .expect("verified manifests end at the target")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_commit_hash_and_seal_message_golden() {
+        // Changing either changes every commit hash or seal ever made: these bytes are pinned.
+        let roots = [
+            (Uuid(7), "uint8blk", Some(ObjectId([3; 32]))),
+            (Uuid(8), "keyvalue", None),
+        ];
+        let hash = commit_hash(Uuid(1), &[Some(ObjectId([2; 32])), None], &roots, "master");
+        assert_eq!(
+            hash.to_hex(),
+            "341c0c4adfeb708d369906885d376059f0f23b532c7f2d67069701128fc6ee31"
+        );
+        let msg = seal_message(Uuid(5), Uuid(1), &[Uuid(4)], ObjectId([9; 32]));
+        assert_eq!(&msg[..SEAL_DOMAIN.len()], b"dvid-version-seal-v1");
+        // repo, version and the parent list (1 UUID) as varints, then the 32 hash bytes.
+        assert_eq!(
+            &msg[SEAL_DOMAIN.len()..SEAL_DOMAIN.len() + 4],
+            &[5, 1, 1, 4]
+        );
+        assert_eq!(&msg[SEAL_DOMAIN.len() + 4..], &[9; 32]);
     }
 }

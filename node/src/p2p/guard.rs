@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use dvid_protocol::strikes::Offence;
+use dvid_protocol::strikes::{Record, Rules};
+
 /// Limits applied to every peer.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -26,51 +29,23 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let rules = Rules::default();
         Self {
             in_flight_per_peer: 16,
             requests_per_sec: 200.0,
-            ban_at: 20.0,
-            forgive_per_sec: 0.5,
-            ban_for: Duration::from_secs(600),
+            ban_at: rules.ban_at,
+            forgive_per_sec: rules.forgive_per_sec,
+            ban_for: Duration::from_micros(rules.ban_for_us),
         }
     }
 }
 
-/// Offences and their weight in strikes.
-#[derive(Clone, Copy, Debug)]
-pub enum Offence {
-    /// More requests per second than allowed.
-    Flood,
-    /// More streams open at once than allowed.
-    TooManyStreams,
-    /// A request that does not decode.
-    Malformed,
-    /// A frame longer than the protocol allows.
-    Oversized,
-    /// A head whose seal does not verify.
-    ForgedHead,
-    /// Object bytes that fail their hash: lying, banned at once.
-    BadObject,
-}
-
-impl Offence {
-    fn strikes(self, limits: &Limits) -> f64 {
-        match self {
-            Self::Flood | Self::TooManyStreams => 1.0,
-            Self::Malformed => 4.0,
-            Self::Oversized | Self::ForgedHead => 8.0,
-            Self::BadObject => limits.ban_at,
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Flood => "too many requests per second",
-            Self::TooManyStreams => "too many requests in flight",
-            Self::Malformed => "undecodable requests",
-            Self::Oversized => "oversized frames",
-            Self::ForgedHead => "heads whose seal does not verify",
-            Self::BadObject => "objects that fail their hash",
+impl Limits {
+    fn rules(&self) -> Rules {
+        Rules {
+            ban_at: self.ban_at,
+            forgive_per_sec: self.forgive_per_sec,
+            ban_for_us: self.ban_for.as_micros() as u64,
         }
     }
 }
@@ -93,20 +68,18 @@ struct PeerState {
     /// Request tokens and when they were last topped up.
     tokens: f64,
     topped: Instant,
-    /// When strikes were last counted (they fade with time).
-    struck: Instant,
-    banned_until: Option<Instant>,
+    /// Strikes and ban, by the protocol's rules.
+    record: Record,
 }
 
 impl PeerState {
-    fn new(limits: &Limits, now: Instant) -> Self {
+    fn new(limits: &Limits, now: Instant, now_us: u64) -> Self {
         Self {
             conduct: Conduct::default(),
             in_flight: 0,
             tokens: limits.requests_per_sec * 2.0,
             topped: now,
-            struck: now,
-            banned_until: None,
+            record: Record::new(now_us),
         }
     }
 }
@@ -121,6 +94,9 @@ pub enum Refusal {
 /// Shared by the serving side, the heads refresher and pulls.
 pub struct Guard {
     limits: Limits,
+    rules: Rules,
+    /// The strike records' clock starts here.
+    epoch: Instant,
     peers: Mutex<HashMap<PeerId, PeerState>>,
 }
 
@@ -141,9 +117,16 @@ impl Drop for Slot<'_> {
 impl Guard {
     pub fn new(limits: Limits) -> Self {
         Self {
+            rules: limits.rules(),
             limits,
+            epoch: Instant::now(),
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Microseconds since the guard began: the strike records' clock.
+    fn us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerState>> {
@@ -153,12 +136,12 @@ impl Guard {
     /// Admits one request of `peer`, or says why not (and counts the offence). Returns the ban
     /// reason too when this request tipped the peer over.
     pub fn admit(&self, peer: PeerId, now: Instant) -> Result<Slot<'_>, (Refusal, Option<String>)> {
-        let limits = &self.limits;
+        let (limits, now_us) = (&self.limits, self.us(now));
         let mut peers = self.lock();
         let p = peers
             .entry(peer)
-            .or_insert_with(|| PeerState::new(limits, now));
-        if p.banned_until.is_some_and(|t| t > now) {
+            .or_insert_with(|| PeerState::new(limits, now, now_us));
+        if p.record.is_banned(now_us) {
             p.conduct.requests_refused += 1;
             return Err((Refusal::Banned, None));
         }
@@ -175,7 +158,7 @@ impl Guard {
         };
         if let Some(o) = offence {
             p.conduct.requests_refused += 1;
-            let banned = Self::add_strikes(limits, p, o, now);
+            let banned = p.record.offend(&self.rules, o, now_us).map(ban_reason);
             return Err((Refusal::Limited(o.describe()), banned));
         }
         p.tokens -= 1.0;
@@ -187,32 +170,15 @@ impl Guard {
 
     /// Counts an offence; returns the ban reason if the peer is now banned.
     pub fn offence(&self, peer: PeerId, o: Offence, now: Instant) -> Option<String> {
-        let limits = &self.limits;
+        let (limits, now_us) = (&self.limits, self.us(now));
         let mut peers = self.lock();
         let p = peers
             .entry(peer)
-            .or_insert_with(|| PeerState::new(limits, now));
+            .or_insert_with(|| PeerState::new(limits, now, now_us));
         if matches!(o, Offence::ForgedHead) {
             p.conduct.heads_rejected += 1;
         }
-        Self::add_strikes(limits, p, o, now)
-    }
-
-    fn add_strikes(limits: &Limits, p: &mut PeerState, o: Offence, now: Instant) -> Option<String> {
-        if p.banned_until.is_some_and(|t| t > now) {
-            return None;
-        }
-        let since = now.saturating_duration_since(p.struck).as_secs_f64();
-        p.struck = now;
-        p.conduct.strikes = (p.conduct.strikes - since * limits.forgive_per_sec).max(0.0);
-        p.conduct.strikes += o.strikes(limits);
-        if p.conduct.strikes < limits.ban_at {
-            return None;
-        }
-        let reason = format!("banned for {}", o.describe());
-        p.banned_until = Some(now + limits.ban_for);
-        p.conduct.banned = Some(reason.clone());
-        Some(reason)
+        p.record.offend(&self.rules, o, now_us).map(ban_reason)
     }
 
     /// Counts a request that was admitted but refused by the sharing policy (not shared, unknown
@@ -232,19 +198,18 @@ impl Guard {
     }
 
     pub fn is_banned(&self, peer: &PeerId, now: Instant) -> bool {
+        let now_us = self.us(now);
         self.lock()
             .get(peer)
-            .is_some_and(|p| p.banned_until.is_some_and(|t| t > now))
+            .is_some_and(|p| p.record.is_banned(now_us))
     }
 
     /// Lifts bans that have run out; returns the peers whose ban ended.
     pub fn expire(&self, now: Instant) -> Vec<PeerId> {
+        let now_us = self.us(now);
         let mut ended = Vec::new();
         for (peer, p) in self.lock().iter_mut() {
-            if p.banned_until.is_some_and(|t| t <= now) {
-                p.banned_until = None;
-                p.conduct.banned = None;
-                p.conduct.strikes = 0.0;
+            if p.record.expire(now_us) {
                 ended.push(*peer);
             }
         }
@@ -254,7 +219,7 @@ impl Guard {
     /// Forgets peers that are gone and hold no ban or strikes, so the table stays bounded.
     pub fn prune(&self, connected: &[PeerId]) {
         self.lock().retain(|peer, p| {
-            connected.contains(peer) || p.banned_until.is_some() || p.conduct.strikes > 0.0
+            connected.contains(peer) || p.record.banned.is_some() || p.record.strikes > 0.0
         });
     }
 
@@ -263,11 +228,20 @@ impl Guard {
         let mut out: Vec<_> = self
             .lock()
             .iter()
-            .map(|(k, v)| (*k, v.conduct.clone()))
+            .map(|(k, v)| {
+                let mut c = v.conduct.clone();
+                c.strikes = v.record.strikes;
+                c.banned = v.record.banned.map(|(_, why)| ban_reason(why));
+                (*k, c)
+            })
             .collect();
         out.sort_by_key(|(k, _)| *k);
         out
     }
+}
+
+fn ban_reason(why: &str) -> String {
+    format!("banned for {why}")
 }
 
 #[cfg(test)]

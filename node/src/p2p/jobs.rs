@@ -8,6 +8,7 @@
 //! new version comes from the laptop for its edits and from any holder of its parent for the rest.
 
 use super::P2p;
+use dvid_protocol::heads::{self, ManifestRefusal};
 use dvid_protocol::pull::{Output, Pull, PullConfig};
 use dvid_protocol::wire::{Request, Response};
 use dvid_store::catalog::Uuid;
@@ -25,11 +26,6 @@ use tokio::sync::mpsc;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// How often a running pull looks for more peers offering its version.
 const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
-/// Failed pulls of one version, within [`FOLLOW_FAILURE_WINDOW`], after which following pauses it
-/// (a manual pull still can). A laptop whose network dropped during three pulls tries again once
-/// those failures age out, instead of never.
-const FOLLOW_MAX_FAILURES: usize = 3;
-const FOLLOW_FAILURE_WINDOW: Duration = Duration::from_secs(600);
 
 /// What to pull.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -267,7 +263,7 @@ impl Jobs {
                     recent_failures(of_uuid().map(|(_, st)| st), unix_now()),
                 )
             };
-            if !active && failed < FOLLOW_MAX_FAILURES {
+            if !active && failed < heads::FOLLOW_MAX_FAILURES {
                 tracing::info!(version = %uuid, "following: pulling a new version");
                 self.start(p2p, JobSpec::whole(uuid), None);
             }
@@ -393,12 +389,13 @@ fn refused(detail: String) -> Response {
     }
 }
 
-/// Jobs among `jobs` that failed within [`FOLLOW_FAILURE_WINDOW`] before `now` (Unix seconds).
+/// Jobs among `jobs` that failed recently enough to count against following (the policy's window;
+/// `now` and the jobs' end times in Unix seconds). Job files from before `ended` count none.
 fn recent_failures<'a>(jobs: impl Iterator<Item = &'a JobStatus>, now: u64) -> usize {
-    let window = FOLLOW_FAILURE_WINDOW.as_secs();
-    jobs.filter(|st| st.state == JobState::Failed)
-        .filter(|st| st.ended.is_some_and(|t| now.saturating_sub(t) < window))
-        .count()
+    let ended = jobs
+        .filter(|st| st.state == JobState::Failed)
+        .filter_map(|st| st.ended);
+    heads::recent_failures(ended, now, heads::FOLLOW_FAILURE_WINDOW_MS / 1_000)
 }
 
 fn unix_now() -> u64 {
@@ -606,22 +603,26 @@ pub async fn fetch_manifest(
 ) -> Result<VersionManifest, String> {
     let mut refusals = Vec::new();
     for &peer in peers {
-        // The manifest must be the version the peer's (sealed) head announced: a peer could offer
-        // an honest head and then serve a manifest of its own making under the same UUID.
+        // The manifest must be the version the peer's (sealed) head announced.
         let announced = p2p.head_of(peer, version).map(|h| h.commit_hash);
         match p2p.request(peer, &Request::Manifest { version }).await {
             Ok(Response::Manifest(bytes)) => match VersionManifest::decode(&bytes) {
-                Ok(m) if announced.is_some_and(|h| h != m.target_def().commit_hash) => {
-                    refusals.push(format!(
-                        "{peer} sent a manifest whose commit hash differs from the head it announced"
-                    ));
-                    p2p.offence(peer, super::guard::Offence::ForgedHead);
+                Ok(m) => {
+                    let seals = |m: &VersionManifest| {
+                        dvid_protocol::seal::verify_manifest(m)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    };
+                    match heads::accept_manifest(&m, version, announced, seals) {
+                        Ok(()) => return Ok(m),
+                        Err(why) => {
+                            if why == ManifestRefusal::DiffersFromHead {
+                                p2p.offence(peer, super::guard::Offence::ForgedHead);
+                            }
+                            refusals.push(format!("{peer} {why}"));
+                        }
+                    }
                 }
-                Ok(m) if m.target == version => match dvid_protocol::seal::verify_manifest(&m) {
-                    Ok(_) => return Ok(m),
-                    Err(e) => refusals.push(format!("{peer} sent a manifest with a bad seal: {e}")),
-                },
-                Ok(_) => refusals.push(format!("{peer} sent the manifest of another version")),
                 Err(e) => refusals.push(format!("{peer} sent a bad manifest: {e}")),
             },
             Ok(Response::Refused(r)) => refusals.push(format!("{peer} refused: {r}")),
@@ -862,7 +863,7 @@ mod tests {
     #[test]
     fn follow_counts_only_recent_failures() {
         let now = 1_000_000;
-        let window = FOLLOW_FAILURE_WINDOW.as_secs();
+        let window = heads::FOLLOW_FAILURE_WINDOW_MS / 1_000;
         let jobs = [
             job(JobState::Failed, Some(now - 5)),
             job(JobState::Failed, Some(now - window + 1)),

@@ -21,8 +21,9 @@ pub mod jobs;
 
 pub use exchange::RateLimiter;
 
+use dvid_protocol::heads::HeadsBook;
 use dvid_protocol::seal::{self, KeySealer};
-use dvid_protocol::wire::{Head, Request, Response, heads_digest};
+use dvid_protocol::wire::{Head, Request, Response};
 use dvid_store::ObjectId;
 use dvid_store::Store;
 use dvid_store::catalog::Uuid;
@@ -104,22 +105,13 @@ fn provider_key(uuid: Uuid) -> kad::RecordKey {
     kad::RecordKey::new(&uuid.0.to_be_bytes())
 }
 
-/// The last heads a peer sent.
-struct PeerHeads {
-    /// Those whose seal verifies, with the PeerId that sealed each.
-    verified: Vec<(Head, PeerId)>,
-    /// Of the whole list as sent: the next poll asks for the heads only if they changed. None if
-    /// some seal failed, so a forger's list is checked (and counted against it) at every poll.
-    digest: Option<ObjectId>,
-}
-
 /// What the node knows of the network.
 #[derive(Default)]
 struct NetState {
     listen_addrs: Vec<Multiaddr>,
     connected: BTreeSet<PeerId>,
-    /// Verified heads of each peer.
-    heads: BTreeMap<PeerId, PeerHeads>,
+    /// Verified heads of each peer, with the PeerId that sealed each version.
+    heads: HeadsBook<PeerId, PeerId>,
     /// Versions already reported as conflicting, so each is logged once.
     conflicts_logged: BTreeSet<Uuid>,
     /// Peers met or dialled, by PeerId, or by address for dials to an address without one.
@@ -162,17 +154,8 @@ pub struct P2p {
     key: Keypair,
 }
 
-/// A version offered by peers, as `/api/p2p/heads` lists it.
-#[derive(Clone, Debug)]
-pub struct Offered {
-    pub head: Head,
-    /// The node that sealed (locked) it.
-    pub locked_by: PeerId,
-    /// Every peer offering it, in full or in part.
-    pub peers: Vec<PeerId>,
-    /// The parts held by peers that hold only part of it (partial replicas, such as a laptop's).
-    pub partial: BTreeMap<PeerId, Vec<dvid_store::Restriction>>,
-}
+/// A version offered by peers, as `/api/p2p/heads` lists it (who locked it: a PeerId).
+pub type Offered = dvid_protocol::heads::Offered<PeerId, PeerId>;
 
 /// One version UUID claimed with several commit hashes.
 #[derive(Clone, Debug)]
@@ -338,17 +321,14 @@ impl P2p {
     /// Versions offered by connected peers, each with the peers that offer it. Versions claimed
     /// with several commit hashes are left out: see [`P2p::conflicts`].
     pub fn offered(&self) -> Vec<Offered> {
-        self.claims()
-            .into_values()
-            .filter(|claims| claims.len() == 1)
-            .flat_map(BTreeMap::into_values)
-            .collect()
+        self.state.lock().expect("state lock").heads.offered()
     }
 
     /// Versions that peers (or this node) claim with different commit hashes.
     pub fn conflicts(&self) -> Vec<Conflict> {
+        let claims = self.state.lock().expect("state lock").heads.claims();
         let mut out = Vec::new();
-        for (version, claims) in self.claims() {
+        for (version, claims) in claims {
             let repo = claims.values().next().map(|o| o.head.repo);
             let mut list: Vec<(ObjectId, Option<PeerId>, Vec<PeerId>)> = claims
                 .into_iter()
@@ -378,51 +358,10 @@ impl P2p {
         out
     }
 
-    /// Verified heads of connected peers, by version, then by commit hash.
-    fn claims(&self) -> BTreeMap<Uuid, BTreeMap<ObjectId, Offered>> {
-        let state = self.state.lock().expect("state lock");
-        let mut by_version: BTreeMap<Uuid, BTreeMap<ObjectId, Offered>> = BTreeMap::new();
-        for (peer, heads) in &state.heads {
-            if !state.connected.contains(peer) {
-                continue;
-            }
-            for (h, locked_by) in &heads.verified {
-                by_version
-                    .entry(h.version)
-                    .or_default()
-                    .entry(h.commit_hash)
-                    .or_insert_with(|| Offered {
-                        head: Head {
-                            holds: None,
-                            ..h.clone()
-                        },
-                        locked_by: *locked_by,
-                        peers: vec![],
-                        partial: BTreeMap::new(),
-                    });
-                let offered = by_version
-                    .get_mut(&h.version)
-                    .and_then(|c| c.get_mut(&h.commit_hash))
-                    .expect("inserted above");
-                offered.peers.push(*peer);
-                if let Some(parts) = &h.holds {
-                    offered.partial.insert(*peer, parts.clone());
-                }
-            }
-        }
-        by_version
-    }
-
     /// The verified head `peer` announced for `version`, if any.
     pub fn head_of(&self, peer: PeerId, version: Uuid) -> Option<Head> {
         let state = self.state.lock().expect("state lock");
-        state
-            .heads
-            .get(&peer)?
-            .verified
-            .iter()
-            .find(|(h, _)| h.version == version)
-            .map(|(h, _)| h.clone())
+        state.heads.head_of(&peer, version).cloned()
     }
 
     /// Counts an offence of `peer`, banning it if that was one too many.
@@ -449,39 +388,27 @@ impl P2p {
         if self.guard.is_banned(&peer, Instant::now()) {
             return;
         }
-        let last = self
-            .state
-            .lock()
-            .expect("state lock")
-            .heads
-            .get(&peer)
-            .and_then(|h| h.digest);
-        let request = match last {
-            Some(digest) => Request::HeadsIfChanged { digest },
-            None => Request::Heads,
-        };
+        let request = self.state.lock().expect("state lock").heads.request(&peer);
         match self.request(peer, &request).await {
             Ok(Response::Heads(heads)) => {
-                let mut digest = Some(heads_digest(&heads));
-                let total = heads.len();
-                let verified: Vec<(Head, PeerId)> = heads
-                    .into_iter()
-                    .filter_map(|h| seal::verify_head(&h).ok().map(|by| (h, by)))
-                    .collect();
-                if verified.len() < total {
-                    tracing::warn!(%peer, dropped = total - verified.len(), "dropping heads whose seal does not verify");
+                let dropped =
+                    self.state
+                        .lock()
+                        .expect("state lock")
+                        .heads
+                        .record(peer, heads, |h| seal::verify_head(h).ok());
+                if dropped > 0 {
+                    tracing::warn!(%peer, dropped, "dropping heads whose seal does not verify");
                     self.offence(peer, guard::Offence::ForgedHead);
-                    digest = None;
                 }
-                self.state
-                    .lock()
-                    .expect("state lock")
-                    .heads
-                    .insert(peer, PeerHeads { verified, digest });
                 self.jobs.on_heads(self);
             }
             // Follows still retry what they have not got.
-            Ok(Response::HeadsUnchanged) if last.is_some() => self.jobs.on_heads(self),
+            Ok(Response::HeadsUnchanged)
+                if self.state.lock().expect("state lock").heads.knows(&peer) =>
+            {
+                self.jobs.on_heads(self)
+            }
             Ok(other) => tracing::debug!(%peer, "unexpected answer to heads: {other:?}"),
             Err(e) => tracing::debug!(%peer, "heads request failed: {e:#}"),
         }
@@ -608,7 +535,7 @@ async fn run_swarm(
                 Some(Command::Ban(peer)) => {
                     swarm.behaviour_mut().blocked.block_peer(peer);
                     let mut s = p2p.state.lock().expect("state lock");
-                    s.heads.remove(&peer);
+                    s.heads.forget(&peer);
                 }
             },
             event = swarm.select_next_some() => on_event(&mut swarm, event, &p2p, &mut pending),
@@ -709,7 +636,7 @@ fn on_event(
         } => {
             let mut s = p2p.state.lock().expect("state lock");
             s.connected.remove(&peer_id);
-            s.heads.remove(&peer_id);
+            s.heads.forget(&peer_id);
             if let Some(c) = s.contacts.get_mut(&peer_id.to_string()) {
                 c.last_seen = Some(dvid_store::catalog::now());
             }
