@@ -279,6 +279,61 @@ mod tests {
     }
 
     #[test]
+    fn accept_manifest_refuses_a_forged_version() {
+        // A version of 1 key, then a forgery of it: its parent's (empty) contents under its UUID,
+        // with a recomputed commit hash, so the manifest still decodes and verifies on its own.
+        let s = dvid_store::Store::open_memory().unwrap();
+        let root = s.create_repo("r", "").unwrap().to_hex();
+        s.create_instance(
+            &root,
+            dvid_store::InstanceSettings {
+                name: "kv".into(),
+                kind: dvid_store::DataKind::KeyValue,
+                codec: dvid_store::Codec::Lz4,
+                block_size: [8, 8, 8],
+                voxel_size: [1.0; 3],
+                voxel_units: ["nm".into(), "nm".into(), "nm".into()],
+                tags: Default::default(),
+            },
+        )
+        .unwrap();
+        s.commit(&root, None, &[]).unwrap();
+        let child = s.new_version(&root, "").unwrap();
+        s.kv_put(&child.to_hex(), "kv", "k", b"v".to_vec()).unwrap();
+        s.commit(&child.to_hex(), None, &[]).unwrap();
+        let honest = s.version_manifest(&child.to_hex()).unwrap();
+        let announced = honest.target_def().commit_hash;
+        let mut forged = honest.clone();
+        let parent_hash = forged.versions[0].commit_hash;
+        let mut t = forged.versions[1].clone();
+        t.roots = forged.versions[0].roots.clone();
+        t.commit_hash = forged.content_hash(&t, &[Some(parent_hash)]);
+        forged.versions[1] = t;
+        forged.verify().unwrap();
+        let seals = |_: &dvid_store::VersionManifest| Ok(());
+        assert_eq!(
+            accept_manifest(&honest, child, Some(announced), seals),
+            Ok(())
+        );
+        assert_eq!(
+            accept_manifest(&forged, child, Some(announced), seals),
+            Err(ManifestRefusal::DiffersFromHead)
+        );
+        // Without the announced head to compare with, the forgery would pass: the check is the
+        // only thing that stops it.
+        assert_eq!(accept_manifest(&forged, child, None, seals), Ok(()));
+        assert_eq!(
+            accept_manifest(&honest, Uuid(1), Some(announced), seals),
+            Err(ManifestRefusal::OtherVersion)
+        );
+        let bad = |_: &dvid_store::VersionManifest| Err("no seal".to_string());
+        assert!(matches!(
+            accept_manifest(&honest, child, Some(announced), bad),
+            Err(ManifestRefusal::BadSeal(_))
+        ));
+    }
+
+    #[test]
     fn follow_counts_only_recent_failures() {
         let (now, window) = (1_000_000, FOLLOW_FAILURE_WINDOW_MS);
         let times = [now - 5, now - window + 1, now - window];

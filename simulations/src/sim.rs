@@ -33,10 +33,6 @@ pub struct SimConfig {
     /// (FOLLOW_MAX_FAILURES, FOLLOW_FAILURE_WINDOW).
     pub follow_max_failures: u32,
     pub follow_failure_window_ms: u64,
-    /// A job takes a manifest only if its target has the commit hash the offering heads carry
-    /// (sealed by the locker), and counts a forged head against the sender otherwise, as the node
-    /// does since the simulator found forged manifests accepted. `false` models the node before.
-    pub manifest_matches_head: bool,
     pub pull: PullConfig,
     /// The run stops here if it has not converged.
     pub max_sim_ms: u64,
@@ -52,7 +48,6 @@ impl Default for SimConfig {
             dial_timeout_ms: 10_000,
             follow_max_failures: heads::FOLLOW_MAX_FAILURES as u32,
             follow_failure_window_ms: heads::FOLLOW_FAILURE_WINDOW_MS,
-            manifest_matches_head: true,
             pull: PullConfig::default(),
             max_sim_ms: 600_000,
         }
@@ -628,7 +623,7 @@ impl Sim {
             _ => None,
         };
         // The node's acceptance rule; the job's hash is the one the offering peers announced.
-        let announced = self.cfg.manifest_matches_head.then_some(hash);
+        let announced = Some(hash);
         let seals = |m: &VersionManifest| {
             seal::verify_manifest(m)
                 .map(|_| ())

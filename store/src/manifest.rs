@@ -185,6 +185,28 @@ pub fn commit_hash(
     ObjectId::of(&postcard::to_stdvec(&content).expect("commit content serializes"))
 }
 
+/// One instance as a commit hash covers it.
+pub struct HashedInstance<'a> {
+    pub name: &'a str,
+    pub data: Uuid,
+    pub kind: &'a str,
+    pub root: Option<ObjectId>,
+}
+
+/// The commit hash of version `uuid` holding `held`: the one builder of the hash input (instances in
+/// name order), for the store's own versions and for manifests alike.
+pub fn version_hash(
+    uuid: Uuid,
+    parents: &[Option<ObjectId>],
+    mut held: Vec<HashedInstance<'_>>,
+    branch: &str,
+) -> ObjectId {
+    held.sort_by(|a, b| a.name.cmp(b.name));
+    let roots: Vec<(Uuid, &str, Option<ObjectId>)> =
+        held.iter().map(|i| (i.data, i.kind, i.root)).collect();
+    commit_hash(uuid, parents, &roots, branch)
+}
+
 impl VersionManifest {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("manifests serialize")
@@ -193,23 +215,18 @@ impl VersionManifest {
     /// The commit hash of `v`'s contents, given its parents' commit hashes: over the instances it
     /// holds, in name order. Instances the manifest does not define are left out (verify refuses them).
     pub fn content_hash(&self, v: &VersionDef, parents: &[Option<ObjectId>]) -> ObjectId {
-        let mut held: Vec<&InstanceDef> = self
+        let held = self
             .instances
             .iter()
             .filter(|i| v.instances.contains(&i.data_uuid))
-            .collect();
-        held.sort_by(|a, b| a.name.cmp(&b.name));
-        let roots: Vec<(Uuid, &str, Option<ObjectId>)> = held
-            .iter()
-            .map(|i| {
-                (
-                    i.data_uuid,
-                    i.kind.name(),
-                    v.roots.get(&i.data_uuid).map(|r| r.id),
-                )
+            .map(|i| HashedInstance {
+                name: &i.name,
+                data: i.data_uuid,
+                kind: i.kind.name(),
+                root: v.roots.get(&i.data_uuid).map(|r| r.id),
             })
             .collect();
-        commit_hash(v.uuid, parents, &roots, &v.branch)
+        version_hash(v.uuid, parents, held, &v.branch)
     }
 
     /// Decodes untrusted bytes and checks every commit hash in the chain.

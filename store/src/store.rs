@@ -724,20 +724,25 @@ fn new_version(
     }
 }
 
-/// The commit hash of `v` over the instances it holds (see [`crate::manifest::commit_hash`]).
+/// The commit hash of `v` over the instances it holds (see [`crate::manifest::version_hash`]).
 pub(crate) fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<ObjectId> {
     let mut parents = Vec::new();
     for p in &v.parents {
         parents.push(c.version(*p)?.commit_hash);
     }
-    let roots: Vec<(Uuid, &str, Option<ObjectId>)> = repo
+    let held = repo
         .instances
         .values()
         .filter(|i| v.has_instance(i.id))
-        .map(|i| (i.data_uuid, i.kind.name(), v.roots.get(&i.id).map(|r| r.id)))
+        .map(|i| crate::manifest::HashedInstance {
+            name: &i.name,
+            data: i.data_uuid,
+            kind: i.kind.name(),
+            root: v.roots.get(&i.id).map(|r| r.id),
+        })
         .collect();
-    Ok(crate::manifest::commit_hash(
-        v.uuid, &parents, &roots, &v.branch,
+    Ok(crate::manifest::version_hash(
+        v.uuid, &parents, held, &v.branch,
     ))
 }
 

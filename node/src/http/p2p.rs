@@ -362,10 +362,14 @@ fn repo_uuid(text: &str) -> ApiResult<Uuid> {
 pub async fn follow(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
     let req: FollowBody = json_body(&body)?;
     let repo = repo_uuid(&req.repo)?;
-    let local = s.store.repo_root(&repo.to_hex()).is_ok_and(|r| r == repo);
-    let offered = |s: &AppState| s.p2p.offered().iter().any(|o| o.head.repo == repo);
-    if !local && !offered(&s) {
-        // A peer may have shared it a moment ago: ask the connected peers for their heads now.
+    let known = |s: &AppState| {
+        s.store.repo_root(&repo.to_hex()).is_ok_and(|r| r == repo)
+            || s.p2p.offered().iter().any(|o| o.head.repo == repo)
+    };
+    // A peer may have shared it a moment ago, or a --peer may still be connecting: ask the
+    // connected peers for their heads now, and wait a little while a --peer is not yet connected.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !known(&s) {
         let asks = s
             .p2p
             .connected()
@@ -376,11 +380,15 @@ pub async fn follow(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Va
             futures::future::join_all(asks),
         )
         .await;
-    }
-    if !local && !offered(&s) {
-        return Err(ApiError::not_found(format!(
-            "no repo {repo} is known: it is not on this node and no connected peer offers a version of it (connect to a peer that shares it, then follow)"
-        )));
+        if known(&s) {
+            break;
+        }
+        if !s.p2p.awaiting_bootstrap() || std::time::Instant::now() > deadline {
+            return Err(ApiError::not_found(format!(
+                "no repo {repo} is known: it is not on this node and no connected peer offers a version of it (connect to a peer that shares it, then follow)"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let list = s.p2p.jobs.follow(&s.p2p, repo);
     Ok(Json(json!({ "following": list })))

@@ -152,6 +152,8 @@ pub struct P2p {
     pub guard: Arc<guard::Guard>,
     misbehave: Option<Misbehave>,
     key: Keypair,
+    /// The `--peer`s, re-dialled while not connected.
+    bootstrap: Arc<Vec<Multiaddr>>,
 }
 
 /// A version offered by peers, as `/api/p2p/heads` lists it (who locked it: a PeerId).
@@ -251,6 +253,7 @@ impl P2p {
             jobs,
             guard: Arc::new(guard::Guard::new(config.limits.clone())),
             misbehave: config.misbehave,
+            bootstrap: Arc::new(config.peers.clone()),
             key,
         };
         if let Some(m) = config.misbehave {
@@ -294,6 +297,14 @@ impl P2p {
             Ok(Err(_)) => Err("the network task has stopped".to_string()),
             Err(_) => Err(format!("no answer within {} s", DIAL_TIMEOUT.as_secs())),
         }
+    }
+
+    /// True while some `--peer` is not connected (the node is starting, or that peer is away).
+    pub fn awaiting_bootstrap(&self) -> bool {
+        let connected = self.connected();
+        self.bootstrap
+            .iter()
+            .any(|addr| peer_of(addr).map_or(connected.is_empty(), |id| !connected.contains(&id)))
     }
 
     /// Peers met or dialled, with what became of the last attempt.
