@@ -8,9 +8,48 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// A version or repo UUID: 128 random bits, shown as 32 lowercase hex digits like DVID's.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A version or repo UUID: 128 random bits, shown as 32 lowercase hex digits like DVID's. Binary
+/// formats (postcard: records, the wire) carry it as a u128; text formats (JSON: the jobs file) as
+/// its 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Uuid(pub u128);
+
+impl Serialize for Uuid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match s.is_human_readable() {
+            true => s.serialize_str(&self.to_hex()),
+            false => s.serialize_u128(self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Uuid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match d.is_human_readable() {
+            true => String::deserialize(d)?
+                .parse()
+                .map_err(|e: StoreError| serde::de::Error::custom(e.to_string())),
+            false => u128::deserialize(d).map(Uuid),
+        }
+    }
+}
+
+impl std::str::FromStr for Uuid {
+    type Err = StoreError;
+
+    /// A full UUID: exactly 32 hexadecimal digits (prefixes are resolved by [`Catalog::resolve`]).
+    fn from_str(text: &str) -> Result<Self> {
+        let t = text.trim();
+        match t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            true => u128::from_str_radix(t, 16)
+                .map(Uuid)
+                .map_err(|e| StoreError::BadRequest(format!("bad UUID {text:?}: {e}"))),
+            false => Err(StoreError::BadRequest(format!(
+                "{text:?} is not a full UUID: expected 32 hexadecimal digits"
+            ))),
+        }
+    }
+}
 
 impl Uuid {
     pub fn random() -> Self {
@@ -367,6 +406,18 @@ mod tests {
 
     fn enc<T: Serialize>(v: &T) -> Vec<u8> {
         postcard::to_stdvec(v).unwrap()
+    }
+
+    #[test]
+    fn catalog_uuid_is_hex_in_text_and_u128_in_postcard() {
+        let u = Uuid(0xab << 120 | 7);
+        let json = serde_json::to_string(&u).unwrap();
+        assert_eq!(json, format!("\"{}\"", u.to_hex()));
+        assert_eq!(serde_json::from_str::<Uuid>(&json).unwrap(), u);
+        assert_eq!(enc(&Uuid(1)), [1]);
+        assert_eq!(postcard::from_bytes::<Uuid>(&enc(&u)).unwrap(), u);
+        assert!("abc".parse::<Uuid>().is_err());
+        assert_eq!(u.to_hex().parse::<Uuid>().unwrap(), u);
     }
 
     #[test]

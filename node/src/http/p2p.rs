@@ -216,7 +216,7 @@ pub async fn pull(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Valu
         region,
         wait_secs: req.wait,
     };
-    let version = Uuid(u128::from_str_radix(&spec.uuid, 16).expect("resolved to hex"));
+    let version = spec.uuid;
     let offering: Vec<libp2p::PeerId> = match named.is_empty() {
         true => s
             .p2p
@@ -239,7 +239,7 @@ pub async fn pull(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Valu
 }
 
 /// A full UUID, or a unique prefix of a version peers offer.
-fn resolve_offered(s: &AppState, text: &str) -> ApiResult<String> {
+fn resolve_offered(s: &AppState, text: &str) -> ApiResult<Uuid> {
     let t = text.trim().to_ascii_lowercase();
     if t.is_empty() || t.len() > 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(format!(
@@ -247,7 +247,7 @@ fn resolve_offered(s: &AppState, text: &str) -> ApiResult<String> {
         )));
     }
     if t.len() == 32 {
-        return Ok(t);
+        return t.parse().map_err(ApiError::from);
     }
     let matches: Vec<String> = s
         .p2p
@@ -257,7 +257,7 @@ fn resolve_offered(s: &AppState, text: &str) -> ApiResult<String> {
         .filter(|u| u.starts_with(&t))
         .collect();
     match matches.as_slice() {
-        [one] => Ok(one.clone()),
+        [one] => one.parse().map_err(ApiError::from),
         [] => Err(ApiError::not_found(format!(
             "no version offered by connected peers matches {t:?}"
         ))),
@@ -276,7 +276,7 @@ fn job_number(text: &str) -> ApiResult<u64> {
 fn job_json(id: u64, spec: &JobSpec, st: &JobStatus) -> Value {
     let mut v = json!({
         "job": id.to_string(),
-        "uuid": spec.uuid,
+        "uuid": spec.uuid.to_hex(),
         "state": st.state.name(),
         "objects_fetched": st.objects_fetched,
         "bytes_fetched": st.bytes_fetched,
@@ -390,7 +390,13 @@ pub async fn follow(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Va
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    let list = s.p2p.jobs.follow(&s.p2p, repo);
+    let list: Vec<String> = s
+        .p2p
+        .jobs
+        .follow(&s.p2p, repo)
+        .iter()
+        .map(Uuid::to_hex)
+        .collect();
     Ok(Json(json!({ "following": list })))
 }
 

@@ -30,8 +30,8 @@ const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// What to pull.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSpec {
-    /// Full UUID of the version (32 hex digits).
-    pub uuid: String,
+    /// The version (32 hex digits in the jobs file).
+    pub uuid: Uuid,
     /// Peers to fetch from (PeerIds); empty: every connected peer that offers the version.
     pub peers: Vec<String>,
     pub instances: Option<Vec<String>>,
@@ -94,7 +94,7 @@ pub struct JobStatus {
 struct Saved {
     next: u64,
     jobs: BTreeMap<u64, (JobSpec, JobStatus)>,
-    follow: BTreeSet<String>,
+    follow: BTreeSet<Uuid>,
 }
 
 /// The node's jobs and follows.
@@ -150,10 +150,7 @@ impl Jobs {
     /// Repos followed.
     pub fn following(&self) -> Vec<Uuid> {
         let s = self.saved.lock().expect("jobs lock");
-        s.follow
-            .iter()
-            .filter_map(|r| u128::from_str_radix(r, 16).ok().map(Uuid))
-            .collect()
+        s.follow.iter().copied().collect()
     }
 
     pub fn status(&self, id: u64) -> Option<JobStatus> {
@@ -174,8 +171,8 @@ impl Jobs {
             .collect()
     }
 
-    /// The newest job pulling `uuid` (full hex), if any.
-    pub fn latest_for(&self, uuid: &str) -> Option<(u64, JobStatus)> {
+    /// The newest job pulling `uuid`, if any.
+    pub fn latest_for(&self, uuid: Uuid) -> Option<(u64, JobStatus)> {
         let s = self.saved.lock().expect("jobs lock");
         s.jobs
             .iter()
@@ -203,11 +200,11 @@ impl Jobs {
     }
 
     /// Follows a repo: its locked versions offered by peers are pulled as they appear.
-    pub fn follow(&self, p2p: &P2p, repo: Uuid) -> Vec<String> {
+    pub fn follow(&self, p2p: &P2p, repo: Uuid) -> Vec<Uuid> {
         let list = {
             let mut s = self.saved.lock().expect("jobs lock");
-            s.follow.insert(repo.to_hex());
-            s.follow.iter().cloned().collect()
+            s.follow.insert(repo);
+            s.follow.iter().copied().collect()
         };
         self.save();
         self.on_heads(p2p);
@@ -216,12 +213,7 @@ impl Jobs {
 
     /// Stops following a repo; returns false if it was not followed. Pulls already started go on.
     pub fn unfollow(&self, repo: Uuid) -> bool {
-        let removed = self
-            .saved
-            .lock()
-            .expect("jobs lock")
-            .follow
-            .remove(&repo.to_hex());
+        let removed = self.saved.lock().expect("jobs lock").follow.remove(&repo);
         if removed {
             self.save();
         }
@@ -251,8 +243,8 @@ impl Jobs {
             return;
         }
         for offered in p2p.offered() {
-            let uuid = offered.head.version.to_hex();
-            if !follow.contains(&offered.head.repo.to_hex()) || holds(p2p, &uuid) {
+            let uuid = offered.head.version;
+            if !follow.contains(&offered.head.repo) || holds(p2p, uuid) {
                 continue;
             }
             let (active, failed) = {
@@ -274,12 +266,11 @@ impl Jobs {
     /// only of repos it holds or follows (a stranger cannot fill its disk), of versions the pusher
     /// offers it (the pusher's sharing rules), and pulls them like any other version.
     pub(super) async fn on_push(&self, p2p: &P2p, from: PeerId, version: Uuid) -> Response {
-        let uuid = version.to_hex();
-        if holds(p2p, &uuid) {
+        if holds(p2p, version) {
             return push_state(JobState::Done, "this node holds the version");
         }
         if let Some((_, st)) = self
-            .latest_for(&uuid)
+            .latest_for(version)
             .filter(|(_, st)| st.state.is_active())
         {
             return job_push_state(&st);
@@ -306,16 +297,17 @@ impl Jobs {
             ));
         }
         tracing::info!(%version, peer = %from, "pulling a pushed version");
-        let id = self.start(p2p, JobSpec::whole(uuid), None);
+        let id = self.start(p2p, JobSpec::whole(version), None);
         job_push_state(&self.status(id).unwrap_or_default())
     }
 
     /// Where the pull of a pushed version is.
     pub(super) fn on_push_status(&self, p2p: &P2p, version: Uuid) -> Response {
-        let uuid = version.to_hex();
-        match self.latest_for(&uuid) {
+        match self.latest_for(version) {
             Some((_, st)) => job_push_state(&st),
-            None if holds(p2p, &uuid) => push_state(JobState::Done, "this node holds the version"),
+            None if holds(p2p, version) => {
+                push_state(JobState::Done, "this node holds the version")
+            }
             None => refused(format!("this node was not asked to pull version {version}")),
         }
     }
@@ -346,7 +338,7 @@ pub enum CancelError {
 
 impl JobSpec {
     /// A pull of all of a version from whoever offers it.
-    pub fn whole(uuid: String) -> Self {
+    pub fn whole(uuid: Uuid) -> Self {
         Self {
             uuid,
             peers: vec![],
@@ -404,9 +396,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn holds(p2p: &P2p, uuid: &str) -> bool {
+fn holds(p2p: &P2p, uuid: Uuid) -> bool {
     p2p.store
-        .resolve(uuid)
+        .resolve(&uuid.to_hex())
         .is_ok_and(|v| v.replica == Replica::Full)
 }
 
@@ -453,10 +445,7 @@ async fn drive(
     manifest: Option<VersionManifest>,
     cancel: &AtomicBool,
 ) -> Result<(), String> {
-    let version = Uuid(
-        u128::from_str_radix(&spec.uuid, 16)
-            .map_err(|_| format!("bad version UUID {:?}", spec.uuid))?,
-    );
+    let version = spec.uuid;
     let began = Instant::now();
     let wait = spec.wait_secs.map_or(DEFAULT_WAIT, Duration::from_secs);
     let peers = find_peers(p2p, id, version, &spec.peers, wait, cancel).await?;
@@ -858,6 +847,23 @@ mod tests {
             ended,
             ..JobStatus::default()
         }
+    }
+
+    #[test]
+    fn jobs_file_of_the_first_release_loads() {
+        // Written by dvid 0.1.0: UUIDs as hex text, states as lowercase words, no `reason`.
+        let old = include_str!("../../../tests/fixtures/datadir-v1/node/jobs.json");
+        let saved: Saved = serde_json::from_str(old).unwrap();
+        let (spec, st) = &saved.jobs[&1];
+        assert_eq!(spec.uuid.to_hex(), "8472ed5203e64076a76467bbb64c13e1");
+        assert_eq!(st.state, JobState::Done);
+        // And it is written back the same way.
+        let again = serde_json::to_value(&saved).unwrap();
+        assert_eq!(
+            again["jobs"]["1"][0]["uuid"],
+            "8472ed5203e64076a76467bbb64c13e1"
+        );
+        assert_eq!(again["jobs"]["1"][1]["state"], "done");
     }
 
     #[test]
