@@ -3,6 +3,7 @@
 //! size of the volume. A mutable version's working set is laid over its base first.
 
 use crate::catalog::{DataKind, Uuid};
+use crate::tree::Entry;
 use crate::{Replica, Result, Store, StoreError};
 use std::collections::BTreeSet;
 
@@ -18,6 +19,17 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// How an entry changed from `a` to `b`; `None` if it did not.
+    fn between(a: &Option<Entry>, b: &Option<Entry>) -> Option<Self> {
+        match (a, b) {
+            (None, None) => None,
+            (Some(x), Some(y)) if x.object == y.object => None,
+            (None, Some(_)) => Some(Self::Added),
+            (Some(_), None) => Some(Self::Removed),
+            _ => Some(Self::Modified),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Added => "added",
@@ -33,6 +45,19 @@ pub struct KeyChange {
     pub index: Vec<u8>,
     pub name: Vec<u8>,
     pub change: ChangeKind,
+}
+
+impl KeyChange {
+    /// The change of the entry at `index` from `a` to `b`, if it changed.
+    fn new(index: Vec<u8>, a: Option<Entry>, b: Option<Entry>) -> Option<Self> {
+        let change = ChangeKind::between(&a, &b)?;
+        let name = b.or(a).map(|e| e.name).unwrap_or_default();
+        Some(Self {
+            index,
+            name,
+            change,
+        })
+    }
 }
 
 /// The differences of one instance between two versions: blocks in index order, keys by name.
@@ -85,38 +110,14 @@ impl Store {
         let mut changes: Vec<KeyChange> = base
             .into_iter()
             .filter(|d| !overlaid.contains(&d.key))
-            .map(|d| {
-                let change = match (&d.a, &d.b) {
-                    (None, _) => ChangeKind::Added,
-                    (_, None) => ChangeKind::Removed,
-                    _ => ChangeKind::Modified,
-                };
-                let name = d.b.or(d.a).map(|e| e.name).unwrap_or_default();
-                KeyChange {
-                    index: d.key,
-                    name,
-                    change,
-                }
-            })
+            .filter_map(|d| KeyChange::new(d.key, d.a, d.b))
             .collect();
         for key in overlaid {
             let (a, b) = (
                 self.lookup(&inst, &va, &key)?,
                 self.lookup(&inst, &vb, &key)?,
             );
-            let change = match (&a, &b) {
-                (None, None) => continue,
-                (Some(x), Some(y)) if x.object == y.object => continue,
-                (None, Some(_)) => ChangeKind::Added,
-                (Some(_), None) => ChangeKind::Removed,
-                _ => ChangeKind::Modified,
-            };
-            let name = b.or(a).map(|e| e.name).unwrap_or_default();
-            changes.push(KeyChange {
-                index: key,
-                name,
-                change,
-            });
+            changes.extend(KeyChange::new(key, a, b));
         }
         // Blocks in index (Morton) order; keys by name, as a reader looks for them (their index is
         // a hash).

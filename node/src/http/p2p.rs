@@ -218,13 +218,7 @@ pub async fn pull(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Valu
     };
     let version = spec.uuid;
     let offering: Vec<libp2p::PeerId> = match named.is_empty() {
-        true => s
-            .p2p
-            .offered()
-            .into_iter()
-            .find(|o| o.head.version == version)
-            .map(|o| o.peers)
-            .unwrap_or_default(),
+        true => s.p2p.offering(version, None),
         false => named,
     };
     let mut manifest = None;
@@ -348,14 +342,9 @@ struct FollowBody {
 
 /// A repo root UUID as 32 hex digits.
 fn repo_uuid(text: &str) -> ApiResult<Uuid> {
-    let t = text.trim().to_ascii_lowercase();
-    (t.len() == 32)
-        .then(|| u128::from_str_radix(&t, 16).ok())
-        .flatten()
-        .map(Uuid)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("{text:?} is not a repo root UUID (32 hex digits)"))
-        })
+    text.parse().map_err(|_| {
+        ApiError::bad_request(format!("{text:?} is not a repo root UUID (32 hex digits)"))
+    })
 }
 
 /// Follows a repo this node holds or a connected peer offers versions of.

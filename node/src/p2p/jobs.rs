@@ -478,13 +478,9 @@ async fn drive(
         if spec.peers.is_empty() && Instant::now() >= next_peer_check {
             next_peer_check = Instant::now() + PEER_CHECK_EVERY;
             let hash = manifest.target_def().commit_hash;
-            for o in p2p.offered() {
-                if o.head.version == version && o.head.commit_hash == hash {
-                    for p in o.peers {
-                        if pull.add_peer(p) {
-                            tracing::info!(%version, peer = %p, "a new peer serves the pull");
-                        }
-                    }
+            for p in p2p.offering(version, Some(hash)) {
+                if pull.add_peer(p) {
+                    tracing::info!(%version, peer = %p, "a new peer serves the pull");
                 }
             }
             add_ancestor_holders(p2p, &manifest, &mut pull);
@@ -548,16 +544,10 @@ async fn drive(
 /// Peers offering an ancestor of the target (with the commit hash the manifest names) serve, under
 /// that ancestor, what the target did not change: the nearest ancestor each peer offers.
 fn add_ancestor_holders(p2p: &P2p, manifest: &VersionManifest, pull: &mut Pull<PeerId>) {
-    let offered = p2p.offered();
     for v in manifest.versions.iter().rev().skip(1) {
-        for o in offered
-            .iter()
-            .filter(|o| o.head.version == v.uuid && o.head.commit_hash == v.commit_hash)
-        {
-            for &p in &o.peers {
-                if pull.add_peer_serving(p, v.uuid) {
-                    tracing::info!(version = %manifest.target, ancestor = %v.uuid, peer = %p, "a holder of an ancestor serves the pull");
-                }
+        for p in p2p.offering(v.uuid, Some(v.commit_hash)) {
+            if pull.add_peer_serving(p, v.uuid) {
+                tracing::info!(version = %manifest.target, ancestor = %v.uuid, peer = %p, "a holder of an ancestor serves the pull");
             }
         }
     }
@@ -649,11 +639,7 @@ async fn find_peers(
         }
         let connected = p2p.connected();
         let peers: Vec<PeerId> = if named.is_empty() {
-            p2p.offered()
-                .into_iter()
-                .find(|o| o.head.version == version)
-                .map(|o| o.peers)
-                .unwrap_or_default()
+            p2p.offering(version, None)
         } else {
             named
                 .iter()

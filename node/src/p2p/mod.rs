@@ -302,9 +302,7 @@ impl P2p {
     /// True while some `--peer` is not connected (the node is starting, or that peer is away).
     pub fn awaiting_bootstrap(&self) -> bool {
         let connected = self.connected();
-        self.bootstrap
-            .iter()
-            .any(|addr| peer_of(addr).map_or(connected.is_empty(), |id| !connected.contains(&id)))
+        self.bootstrap.iter().any(|addr| lost(addr, &connected))
     }
 
     /// Peers met or dialled, with what became of the last attempt.
@@ -333,6 +331,16 @@ impl P2p {
     /// with several commit hashes are left out: see [`P2p::conflicts`].
     pub fn offered(&self) -> Vec<Offered> {
         self.state.lock().expect("state lock").heads.offered()
+    }
+
+    /// The peers offering `version` (with commit hash `hash`, if given), as [`P2p::offered`] lists
+    /// them: none for a version claimed with several hashes.
+    pub fn offering(&self, version: Uuid, hash: Option<ObjectId>) -> Vec<PeerId> {
+        self.offered()
+            .into_iter()
+            .find(|o| o.head.version == version && hash.is_none_or(|h| o.head.commit_hash == h))
+            .map(|o| o.peers)
+            .unwrap_or_default()
     }
 
     /// Versions that peers (or this node) claim with different commit hashes.
@@ -454,6 +462,11 @@ fn dial(
     }
 }
 
+/// Whether the `--peer` at `addr` is not connected: its PeerId, or (an address without one) any peer.
+fn lost(addr: &Multiaddr, connected: &[PeerId]) -> bool {
+    peer_of(addr).map_or(connected.is_empty(), |id| !connected.contains(&id))
+}
+
 /// The PeerId an address names with a `/p2p/` suffix, if any.
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
@@ -558,9 +571,8 @@ async fn run_swarm(
                 let connected = p2p.connected();
                 p2p.guard.prune(&connected);
                 for addr in &bootstrap {
-                    let lost = peer_of(addr).map_or(connected.is_empty(), |id| !connected.contains(&id));
                     let dialling = pending.values().any(|(a, _)| a == addr);
-                    if lost && !dialling {
+                    if lost(addr, &connected) && !dialling {
                         dial(&mut swarm, &p2p, &mut pending, addr.clone(), None);
                     }
                 }
