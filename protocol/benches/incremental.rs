@@ -7,8 +7,7 @@ use dvid_protocol::pull::{Output, Pull, PullConfig};
 use dvid_protocol::serve::answer;
 use dvid_protocol::wire::{self, ObjectReply, Request, Response};
 use dvid_store::catalog::Uuid;
-use dvid_store::{Codec, DataKind, InstanceSettings, Store, Subvolume, VersionManifest};
-use std::collections::BTreeMap;
+use dvid_store::{Codec, InstanceSpec, Store, Subvolume, VersionManifest};
 
 fn main() {
     let sizes: Vec<usize> = if std::env::args().any(|a| a == "--quick") {
@@ -50,15 +49,8 @@ fn measure(n: usize) -> Result {
     origin
         .create_instance(
             &root,
-            InstanceSettings {
-                name: "gray".into(),
-                kind: DataKind::Uint8Blk,
-                codec: Codec::Lz4,
-                block_size: [4, 4, 4],
-                voxel_size: [8.0; 3],
-                voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-                tags: BTreeMap::new(),
-            },
+            "gray",
+            InstanceSpec::voxels("uint8blk", Codec::Lz4, 4).unwrap(),
         )
         .unwrap();
     // A slab of n blocks: 100 x 100 x n/10^4, distinct contents.
@@ -68,7 +60,9 @@ fn measure(n: usize) -> Result {
         .map(|i| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
         .collect();
     let sub = Subvolume::new([0, 0, 0], [vox[0] as u32, vox[1] as u32, vox[2] as u32]).unwrap();
-    origin.write_subvolume(&root, "gray", sub, &data).unwrap();
+    origin
+        .write_subvolume(&origin.handle(&root, "gray").unwrap(), sub, &data)
+        .unwrap();
     origin.commit(&root, None, &[]).unwrap();
     origin.share_repo(&root, &["recv".into()]).unwrap();
     let recv = Store::open_memory().unwrap();
@@ -94,7 +88,9 @@ fn measure(n: usize) -> Result {
             [4, 4, 4],
         )
         .unwrap();
-        origin.write_subvolume(&child, "gray", s, &block).unwrap();
+        origin
+            .write_subvolume(&origin.handle(&child, "gray").unwrap(), s, &block)
+            .unwrap();
     }
     origin.commit(&child, None, &[]).unwrap();
     let mut r = pull(&origin, &recv, &child);

@@ -9,7 +9,7 @@
 use crate::wire::{Head, Request, heads_digest};
 use dvid_store::catalog::Uuid;
 use dvid_store::{ObjectId, Restriction};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The last heads each peer sent.
 #[derive(Clone, Debug)]
@@ -155,6 +155,38 @@ impl<P: Ord + Clone, L: Clone> HeadsBook<P, L> {
         by_version
     }
 
+    /// The follow rule, for the node and the simulator alike: the offered versions of repos in
+    /// `follows` to start pulling now, each once, in the order peers offered them. Skipped: versions held in full,
+    /// being pulled, failed `max_failures` times within the follow window, claimed with several
+    /// commit hashes, or known here with another hash (conflicts are never pulled silently).
+    pub fn to_follow(
+        &self,
+        follows: &BTreeSet<Uuid>,
+        max_failures: usize,
+        standing: impl Fn(Uuid) -> Standing,
+    ) -> Vec<(Uuid, ObjectId)> {
+        let mut out: Vec<(Uuid, ObjectId)> = Vec::new();
+        // Offer order, never UUID order: UUIDs are random, and the simulator must replay a run.
+        for h in self.heads() {
+            let (version, hash) = (h.version, h.commit_hash);
+            if !follows.contains(&h.repo)
+                || out.iter().any(|(v, _)| *v == version)
+                || self.claimed_otherwise(version, hash)
+            {
+                continue;
+            }
+            let st = standing(version);
+            if !st.held
+                && !st.pulling
+                && st.recent_failures < max_failures
+                && st.local_hash.is_none_or(|h| h == hash)
+            {
+                out.push((version, hash));
+            }
+        }
+        out
+    }
+
     /// Versions offered with one commit hash only: those claimed with several are conflicts, never
     /// pulled unless a peer is named.
     pub fn offered(&self) -> Vec<Offered<P, L>> {
@@ -164,6 +196,18 @@ impl<P: Ord + Clone, L: Clone> HeadsBook<P, L> {
             .flat_map(BTreeMap::into_values)
             .collect()
     }
+}
+
+/// What a following node knows of one offered version, for [`HeadsBook::to_follow`].
+pub struct Standing {
+    /// It holds the version in full already.
+    pub held: bool,
+    /// A pull of it is waiting or running.
+    pub pulling: bool,
+    /// Its pulls' failures within the follow window ([`recent_failures`]).
+    pub recent_failures: usize,
+    /// The commit hash of its own record of the version (held in part, or as an ancestor), if any.
+    pub local_hash: Option<ObjectId>,
 }
 
 /// Failures of one version's pulls that count against following it: those within `window` before
@@ -286,20 +330,18 @@ mod tests {
         let root = s.create_repo("r", "").unwrap().to_hex();
         s.create_instance(
             &root,
-            dvid_store::InstanceSettings {
-                name: "kv".into(),
-                kind: dvid_store::DataKind::KeyValue,
-                codec: dvid_store::Codec::Lz4,
-                block_size: [8, 8, 8],
-                voxel_size: [1.0; 3],
-                voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-                tags: Default::default(),
-            },
+            "kv",
+            dvid_store::InstanceSpec::plain("keyvalue").unwrap(),
         )
         .unwrap();
         s.commit(&root, None, &[]).unwrap();
         let child = s.new_version(&root, "").unwrap();
-        s.kv_put(&child.to_hex(), "kv", "k", b"v".to_vec()).unwrap();
+        s.kv_put(
+            &s.handle(&child.to_hex(), "kv").unwrap(),
+            "k",
+            b"v".to_vec(),
+        )
+        .unwrap();
         s.commit(&child.to_hex(), None, &[]).unwrap();
         let honest = s.version_manifest(&child.to_hex()).unwrap();
         let announced = honest.target_def().commit_hash;

@@ -8,11 +8,11 @@
 //! version finds them locally and asks only for the rest.
 
 use crate::wire::{MAX_WANTS_PER_REQUEST, ObjectReply, Request, Want, WantPath};
-use dvid_store::catalog::{DataKind, Uuid};
-use dvid_store::geometry::{block_box_of_prefix, block_from_key, key_in_box, prefix_meets_box};
+use dvid_store::catalog::Uuid;
+use dvid_store::geometry::{block_box_of_prefix, block_from_key};
 use dvid_store::manifest::{Restriction, VersionManifest};
-use dvid_store::tree::{Node, child_prefix};
-use dvid_store::{ObjectId, ObjectStore, Point, StoreError};
+use dvid_store::tree::{Node, Scope};
+use dvid_store::{ObjectId, ObjectStore, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt::Debug;
 
@@ -93,15 +93,14 @@ struct Item<P> {
     attempts: u32,
 }
 
-/// How one instance is walked: which blocks a region keeps.
+/// How one instance is walked: the part of its index the pull fetches.
 #[derive(Clone, Debug)]
 struct Walk {
     data: Uuid,
     /// The instance's name and whether its keys are block coordinates, for messages.
     name: String,
     block_keys: bool,
-    /// Inclusive block box, for block instances of a region pull.
-    blocks: Option<(Point, Point)>,
+    scope: Scope,
 }
 
 struct InFlight<P> {
@@ -181,17 +180,11 @@ impl<P: Ord + Clone + Debug> Pull<P> {
             let Some(root) = target.roots.get(&inst.data_uuid) else {
                 continue;
             };
-            let blocks = match inst.kind {
-                DataKind::KeyValue => None,
-                DataKind::Uint8Blk | DataKind::LabelBlk => {
-                    restriction.and_then(|r| r.block_box(inst.block_size))
-                }
-            };
             pull.walks.push(Walk {
                 data: inst.data_uuid,
                 name: inst.name.clone(),
-                block_keys: inst.kind != DataKind::KeyValue,
-                blocks,
+                block_keys: inst.spec.datatype.voxel_bytes().is_some(),
+                scope: restriction.map_or(Scope::All, |r| r.scope(inst)),
             });
             let want = Want {
                 id: root.id,
@@ -401,48 +394,32 @@ impl<P: Ord + Clone + Debug> Pull<P> {
     /// instance's walk keeps.
     fn expand(&mut self, item: &Item<P>, bytes: &[u8]) -> Result<(), StoreError> {
         let walk = self.walks[item.instance].clone();
-        match Node::decode(bytes)? {
-            Node::Leaf(entries) => {
-                for e in entries {
-                    if walk.blocks.is_some_and(|bx| !key_in_box(&e.key, bx)) {
-                        continue;
-                    }
-                    let want = Want {
-                        id: e.object,
-                        path: WantPath::Entry {
-                            data: walk.data,
-                            key: e.key,
-                        },
-                    };
-                    self.push(want, Kind::Payload, item.instance);
-                }
+        let node = Node::decode(bytes)?;
+        if let Node::Leaf(entries) = &node {
+            for e in entries.iter().filter(|e| walk.scope.keeps(&e.key)) {
+                let want = Want {
+                    id: e.object,
+                    path: WantPath::Entry {
+                        data: walk.data,
+                        key: e.key.clone(),
+                    },
+                };
+                self.push(want, Kind::Payload, item.instance);
             }
-            Node::Inner {
-                depth,
-                prefix,
-                children,
-            } => {
-                let d = usize::from(depth);
-                for c in children {
-                    let p = child_prefix(&prefix, d, c.slot);
-                    let bits = d + dvid_store::tree::STEP_BITS;
-                    if walk
-                        .blocks
-                        .is_some_and(|bx| !prefix_meets_box(&p, bits, bx))
-                    {
-                        continue;
-                    }
-                    let want = Want {
-                        id: c.tree.id,
-                        path: WantPath::Node {
-                            data: walk.data,
-                            prefix: p,
-                            depth: bits as u16,
-                        },
-                    };
-                    self.push(want, Kind::Node, item.instance);
-                }
+        }
+        for s in node.subtrees() {
+            if !walk.scope.enters(&s.prefix, s.bits) {
+                continue;
             }
+            let want = Want {
+                id: s.child.tree.id,
+                path: WantPath::Node {
+                    data: walk.data,
+                    prefix: s.prefix,
+                    depth: s.bits as u16,
+                },
+            };
+            self.push(want, Kind::Node, item.instance);
         }
         Ok(())
     }
@@ -665,7 +642,7 @@ mod tests {
     use super::*;
     use crate::serve::answer;
     use crate::wire::Response;
-    use dvid_store::{Codec, InstanceSettings, Store};
+    use dvid_store::Store;
 
     /// A committed version of 300 keys, shared with "recv".
     fn origin() -> (Store, VersionManifest) {
@@ -673,20 +650,17 @@ mod tests {
         let root = s.create_repo("o", "").unwrap().to_hex();
         s.create_instance(
             &root,
-            InstanceSettings {
-                name: "kv".into(),
-                kind: DataKind::KeyValue,
-                codec: Codec::Lz4,
-                block_size: [8, 8, 8],
-                voxel_size: [1.0; 3],
-                voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-                tags: Default::default(),
-            },
+            "kv",
+            dvid_store::InstanceSpec::plain("keyvalue").unwrap(),
         )
         .unwrap();
         for i in 0..300 {
-            s.kv_put(&root, "kv", &format!("k{i}"), vec![i as u8; 64])
-                .unwrap();
+            s.kv_put(
+                &s.handle(&root, "kv").unwrap(),
+                &format!("k{i}"),
+                vec![i as u8; 64],
+            )
+            .unwrap();
         }
         s.commit(&root, None, &[]).unwrap();
         s.share_repo(&root, &["recv".into()]).unwrap();
@@ -820,7 +794,11 @@ mod tests {
         let child = origin.new_version(&parent.to_hex(), "").unwrap().to_hex();
         for i in 0..changed {
             origin
-                .kv_put(&child, "kv", &format!("k{i}"), vec![9; 64])
+                .kv_put(
+                    &origin.handle(&child, "kv").unwrap(),
+                    &format!("k{i}"),
+                    vec![9; 64],
+                )
                 .unwrap();
         }
         origin.commit(&child, None, &[]).unwrap();
@@ -884,7 +862,11 @@ mod tests {
                             from_laptop > 0 && from_parent > 0,
                             "{from_laptop} {from_parent}"
                         );
-                        assert_eq!(recv.kv_get(&child, "kv", "k0").unwrap(), Some(vec![9; 64]));
+                        assert_eq!(
+                            recv.kv_get(&recv.handle(&child, "kv").unwrap(), "k0")
+                                .unwrap(),
+                            Some(vec![9; 64])
+                        );
                         assert!(recv.fsck().unwrap().is_clean());
                         return;
                     }

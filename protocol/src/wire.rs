@@ -12,7 +12,9 @@ use thiserror::Error;
 /// Protocol name for the request/response exchange.
 /// Version 2: heads say what the offering node holds (`Head::holds`), manifests record the
 /// instances each version holds, and an object not at its claimed path is missing, not refused.
-pub const PROTOCOL: &str = "/dvid/sync/2";
+/// Version 3: manifests name each instance's type (not an enum index), and only voxel types carry
+/// block geometry.
+pub const PROTOCOL: &str = "/dvid/sync/3";
 /// Largest frame accepted: a batch of objects at most.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 /// Most objects asked for in one request.

@@ -20,7 +20,9 @@ use dvid_store::manifest::{
     InstanceDef, MAX_MANIFEST_BYTES, VersionDef, commit_hash, seal_message,
 };
 use dvid_store::tree::{Change, Entry, MAX_NODE_BYTES, Node, TreeRef, Trees};
-use dvid_store::{Codec, DataKind, MAX_BLOCK_BYTES, MemEngine, ObjectId, Sealer, VersionManifest};
+use dvid_store::{
+    Codec, InstanceSpec, MAX_BLOCK_BYTES, MemEngine, ObjectId, Sealer, VersionManifest,
+};
 use libp2p_identity::Keypair;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -998,9 +1000,9 @@ impl Corpus {
 
         // A manifest chain: root, child, branch, merge.
         let instances = vec![
-            instance("gray", GRAY, DataKind::Uint8Blk, Codec::Lz4, 16),
-            instance("seg", SEG, DataKind::LabelBlk, Codec::Zstd(3), 8),
-            instance("kv", KV, DataKind::KeyValue, Codec::Lz4, 1),
+            instance("gray", GRAY, "uint8blk", Codec::Lz4, 16),
+            instance("seg", SEG, "labelblk", Codec::Zstd(3), 8),
+            instance("kv", KV, "keyvalue", Codec::Lz4, 1),
         ];
         let roots_a = BTreeMap::from([(GRAY, gray_root), (KV, kv_root)]);
         let roots_b = BTreeMap::from([(GRAY, gray_root), (SEG, seg_root)]);
@@ -1185,16 +1187,18 @@ fn tree(mut entries: Vec<Entry>) -> (TreeRef, Vec<Vec<u8>>) {
     (root, out.into_iter().map(|(_, bytes)| bytes).collect())
 }
 
-fn instance(name: &str, data_uuid: Uuid, kind: DataKind, codec: Codec, edge: i32) -> InstanceDef {
+fn instance(name: &str, data_uuid: Uuid, datatype: &str, codec: Codec, edge: i32) -> InstanceDef {
+    let voxels = dvid_store::types::by_name(datatype).is_ok_and(|t| t.voxel_bytes().is_some());
+    let mut spec = match voxels {
+        true => InstanceSpec::voxels(datatype, codec, edge),
+        false => InstanceSpec::plain(datatype),
+    }
+    .expect("a valid spec");
+    spec.tags = BTreeMap::from([("source".to_string(), "fuzz".to_string())]);
     InstanceDef {
         name: name.into(),
         data_uuid,
-        kind,
-        codec,
-        block_size: [edge; 3],
-        voxel_size: [8.0; 3],
-        voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-        tags: BTreeMap::from([("source".to_string(), "fuzz".to_string())]),
+        spec,
     }
 }
 
@@ -1221,7 +1225,7 @@ fn version(
         .map(|i| {
             (
                 i.data_uuid,
-                i.kind.name(),
+                i.spec.datatype.name(),
                 roots.get(&i.data_uuid).map(|r| r.id),
             )
         })

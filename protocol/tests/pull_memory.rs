@@ -7,23 +7,19 @@ use dvid_protocol::serve::answer;
 use dvid_protocol::wire::{ObjectReply, Request, Response, Want, WantPath, heads_digest};
 use dvid_store::catalog::Uuid;
 use dvid_store::{
-    Codec, DataKind, InstanceSettings, ObjectId, Replica, Restriction, Store, StoreError,
-    Subvolume, VersionManifest,
+    Codec, InstanceSpec, ObjectId, Replica, Restriction, Store, StoreError, Subvolume,
+    VersionManifest,
 };
 use libp2p_identity::Keypair;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-fn settings(name: &str, kind: DataKind) -> InstanceSettings {
-    InstanceSettings {
-        name: name.into(),
-        kind,
-        codec: Codec::Lz4,
-        block_size: [8, 8, 8],
-        voxel_size: [8.0; 3],
-        voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-        tags: BTreeMap::new(),
-    }
+fn gray() -> InstanceSpec {
+    InstanceSpec::voxels("uint8blk", Codec::Lz4, 8).unwrap()
+}
+
+fn kv() -> InstanceSpec {
+    InstanceSpec::plain("keyvalue").unwrap()
 }
 
 fn volume(size: usize, seed: u8) -> Vec<u8> {
@@ -38,20 +34,21 @@ fn origin() -> (Store, String) {
     let s = Store::open_memory().unwrap();
     s.set_sealer(Arc::new(KeySealer::new(Keypair::generate_ed25519())));
     let root = s.create_repo("origin", "pull tests").unwrap().to_hex();
-    s.create_instance(&root, settings("gray", DataKind::Uint8Blk))
-        .unwrap();
-    s.create_instance(&root, settings("kv", DataKind::KeyValue))
-        .unwrap();
+    s.create_instance(&root, "gray", gray()).unwrap();
+    s.create_instance(&root, "kv", kv()).unwrap();
     s.write_subvolume(
-        &root,
-        "gray",
+        &s.handle(&root, "gray").unwrap(),
         Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap(),
         &volume(64, 0),
     )
     .unwrap();
     for i in 0..100 {
-        s.kv_put(&root, "kv", &format!("key{i}"), vec![i as u8; 100])
-            .unwrap();
+        s.kv_put(
+            &s.handle(&root, "kv").unwrap(),
+            &format!("key{i}"),
+            vec![i as u8; 100],
+        )
+        .unwrap();
     }
     s.commit(&root, Some("v1"), &[]).unwrap();
     s.share_repo(&root, &["recv".into()]).unwrap();
@@ -193,15 +190,20 @@ fn pull_full_version_reads_identical() {
     );
     let sub = Subvolume::new([-3, 5, 7], [70, 50, 40]).unwrap();
     assert!(
-        recv.read_subvolume(&root, "gray", sub).unwrap()
-            == o.read_subvolume(&root, "gray", sub).unwrap()
+        recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), sub)
+            .unwrap()
+            == o.read_subvolume(&o.handle(&root, "gray").unwrap(), sub)
+                .unwrap()
     );
     assert_eq!(
-        recv.kv_keys(&root, "kv", None, None).unwrap(),
-        o.kv_keys(&root, "kv", None, None).unwrap()
+        recv.kv_keys(&recv.handle(&root, "kv").unwrap(), None, None)
+            .unwrap(),
+        o.kv_keys(&o.handle(&root, "kv").unwrap(), None, None)
+            .unwrap()
     );
     assert_eq!(
-        recv.kv_get(&root, "kv", "key7").unwrap(),
+        recv.kv_get(&recv.handle(&root, "kv").unwrap(), "key7")
+            .unwrap(),
         Some(vec![7; 100])
     );
     let (a, b) = (recv.resolve(&root).unwrap(), o.resolve(&root).unwrap());
@@ -210,8 +212,12 @@ fn pull_full_version_reads_identical() {
     assert_eq!(recv.repo_root(&root).unwrap(), o.repo_root(&root).unwrap());
     // The pulled version builds on as any other.
     let child = recv.new_version(&root, "local work").unwrap().to_hex();
-    recv.kv_put(&child, "kv", "mine", b"local".to_vec())
-        .unwrap();
+    recv.kv_put(
+        &recv.handle(&child, "kv").unwrap(),
+        "mine",
+        b"local".to_vec(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -234,14 +240,18 @@ fn pull_incremental_fetches_only_changed_objects() {
     let child = o.new_version(&root, "").unwrap().to_hex();
     for i in 0..5 {
         o.write_subvolume(
-            &child,
-            "gray",
+            &o.handle(&child, "gray").unwrap(),
             Subvolume::new([i * 8, 16, 40], [8, 8, 8]).unwrap(),
             &vec![200 + i as u8; 512],
         )
         .unwrap();
     }
-    o.kv_put(&child, "kv", "key3", b"changed".to_vec()).unwrap();
+    o.kv_put(
+        &o.handle(&child, "kv").unwrap(),
+        "key3",
+        b"changed".to_vec(),
+    )
+    .unwrap();
     o.commit(&child, None, &[]).unwrap();
     let out = pull(
         &recv,
@@ -273,11 +283,14 @@ fn pull_incremental_fetches_only_changed_objects() {
     assert!(new.len() < 30, "{} new objects for 6 changes", new.len());
     let sub = Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap();
     assert!(
-        recv.read_subvolume(&child, "gray", sub).unwrap()
-            == o.read_subvolume(&child, "gray", sub).unwrap()
+        recv.read_subvolume(&recv.handle(&child, "gray").unwrap(), sub)
+            .unwrap()
+            == o.read_subvolume(&o.handle(&child, "gray").unwrap(), sub)
+                .unwrap()
     );
     assert_eq!(
-        recv.kv_get(&child, "kv", "key3").unwrap(),
+        recv.kv_get(&recv.handle(&child, "kv").unwrap(), "key3")
+            .unwrap(),
         Some(b"changed".to_vec())
     );
 }
@@ -306,15 +319,17 @@ fn pull_region_makes_a_partial_replica() {
     assert!(out.progress.objects_fetched < 20, "{:?}", out.progress);
     let inside = Subvolume::new([8, 8, 8], [16, 16, 16]).unwrap();
     assert!(
-        recv.read_subvolume(&root, "gray", inside).unwrap()
-            == o.read_subvolume(&root, "gray", inside).unwrap()
+        recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), inside)
+            .unwrap()
+            == o.read_subvolume(&o.handle(&root, "gray").unwrap(), inside)
+                .unwrap()
     );
     let outside = Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap();
     assert!(
-        matches!(recv.read_subvolume(&root, "gray", outside), Err(StoreError::BadRequest(m)) if m.contains("outside the region"))
+        matches!(recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), outside), Err(StoreError::BadRequest(m)) if m.contains("outside the region"))
     );
     assert!(
-        matches!(recv.kv_get(&root, "kv", "key1"), Err(StoreError::NotFound(m)) if m.contains("not pulled"))
+        matches!(recv.kv_get(&recv.handle(&root, "kv").unwrap(), "key1"), Err(StoreError::NotFound(m)) if m.contains("not pulled"))
     );
     assert_eq!(
         recv.resolve(&root).unwrap().replica,
@@ -338,13 +353,15 @@ fn pull_region_makes_a_partial_replica() {
     for at in [[8, 8, 8], [40, 40, 40]] {
         let held = Subvolume::new(at, [16, 16, 16]).unwrap();
         assert!(
-            recv.read_subvolume(&root, "gray", held).unwrap()
-                == o.read_subvolume(&root, "gray", held).unwrap()
+            recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), held)
+                .unwrap()
+                == o.read_subvolume(&o.handle(&root, "gray").unwrap(), held)
+                    .unwrap()
         );
     }
     let between = Subvolume::new([24, 24, 24], [16, 16, 16]).unwrap();
     assert!(
-        matches!(recv.read_subvolume(&root, "gray", between), Err(StoreError::BadRequest(m)) if m.contains("outside the region"))
+        matches!(recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), between), Err(StoreError::BadRequest(m)) if m.contains("outside the region"))
     );
     let report = recv.fsck().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -362,8 +379,10 @@ fn pull_region_makes_a_partial_replica() {
     )
     .unwrap();
     assert!(
-        recv.read_subvolume(&root, "gray", outside).unwrap()
-            == o.read_subvolume(&root, "gray", outside).unwrap()
+        recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), outside)
+            .unwrap()
+            == o.read_subvolume(&o.handle(&root, "gray").unwrap(), outside)
+                .unwrap()
     );
 }
 
@@ -425,8 +444,10 @@ fn pull_bans_a_lying_peer_and_finishes_from_others() {
     assert_eq!(out.banned, vec!["mirror".to_string()]);
     let sub = Subvolume::new([0, 0, 0], [64, 64, 64]).unwrap();
     assert!(
-        recv.read_subvolume(&root, "gray", sub).unwrap()
-            == o.read_subvolume(&root, "gray", sub).unwrap()
+        recv.read_subvolume(&recv.handle(&root, "gray").unwrap(), sub)
+            .unwrap()
+            == o.read_subvolume(&o.handle(&root, "gray").unwrap(), sub)
+                .unwrap()
     );
     // With only liars, the pull fails instead of storing bad bytes.
     let lonely = Store::open_memory().unwrap();
@@ -556,7 +577,12 @@ fn seal_heads_and_manifests_name_the_locker() {
     let (o, root) = origin();
     o.set_sealer(Arc::new(KeySealer::new(key.clone())));
     let child = o.new_version(&root, "").unwrap().to_hex();
-    o.kv_put(&child, "kv", "key1", b"changed".to_vec()).unwrap();
+    o.kv_put(
+        &o.handle(&child, "kv").unwrap(),
+        "key1",
+        b"changed".to_vec(),
+    )
+    .unwrap();
     o.commit(&child, None, &[]).unwrap();
 
     let Response::Heads(heads) = answer(&o, "recv", Request::Heads) else {

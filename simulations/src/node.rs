@@ -2,7 +2,7 @@
 //! with the real engine, what its neighbours offer (heads), the repos it follows, and how it serves.
 
 use crate::net::{Micros, NodeId};
-use dvid_protocol::heads::{HeadsBook, recent_failures};
+use dvid_protocol::heads::{HeadsBook, Standing, recent_failures};
 use dvid_protocol::pull::Pull;
 use dvid_protocol::seal::KeySealer;
 use dvid_protocol::serve::answer;
@@ -211,38 +211,22 @@ impl SimNode {
         self.heads.offering(version, hash)
     }
 
-    /// Versions to start pulling, as the node's follow does on new heads: offered versions of
-    /// followed repos not held in full, not being pulled, not failed too often, and not claimed
-    /// with two commit hashes (a conflict, never pulled silently). In order of first offer (never
-    /// in UUID order: UUIDs are random).
+    /// Versions to start pulling on new heads: the protocol's follow rule, as the node runs it.
     pub fn to_pull(&self, max_failures: u32, window: Micros, now: Micros) -> Vec<(Uuid, ObjectId)> {
-        let recent = |v: &Uuid| {
-            self.failures
-                .get(v)
-                .map_or(0, |at| recent_failures(at.iter().copied(), now, window))
-        };
-        let mut out: Vec<(Uuid, ObjectId)> = Vec::new();
-        for h in self.heads.heads() {
-            if self.follows.contains(&h.repo)
-                && !out.iter().any(|(v, _)| *v == h.version)
-                && !self.jobs.values().any(|j| j.version == h.version)
-                && recent(&h.version) < max_failures as usize
-                && !self.holds_full(h.version)
-                && !self.conflicting(h.version, h.commit_hash)
-            {
-                out.push((h.version, h.commit_hash));
-            }
-        }
-        out
-    }
-
-    /// Whether `version` is also claimed, by a peer or this node, with a hash other than `hash`.
-    fn conflicting(&self, version: Uuid, hash: ObjectId) -> bool {
-        self.heads.claimed_otherwise(version, hash)
-            || self
-                .store
-                .resolve(&version.to_hex())
-                .is_ok_and(|v| v.commit_hash.is_some_and(|c| c != hash))
+        self.heads
+            .to_follow(&self.follows, max_failures as usize, |version| Standing {
+                held: self.holds_full(version),
+                pulling: self.jobs.values().any(|j| j.version == version),
+                recent_failures: self
+                    .failures
+                    .get(&version)
+                    .map_or(0, |at| recent_failures(at.iter().copied(), now, window)),
+                local_hash: self
+                    .store
+                    .resolve(&version.to_hex())
+                    .ok()
+                    .and_then(|v| v.commit_hash),
+            })
     }
 
     /// Counts an offence of `peer`; returns true if it is now banned (its heads are dropped).

@@ -7,7 +7,7 @@ use crate::node::{Hostility, SimNode};
 use crate::report::Report;
 use crate::sim::{Action, Sim, SimConfig, scenario_rng};
 use dvid_store::catalog::Uuid;
-use dvid_store::{Codec, DataKind, InstanceSettings, Store, StoreError, Subvolume};
+use dvid_store::{Codec, InstanceSpec, Store, StoreError, Subvolume};
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -228,18 +228,6 @@ const BLOCK: i32 = 16;
 const GRID: u32 = 8;
 const VALUE_BYTES: usize = 256;
 
-fn instance(name: &str, kind: DataKind) -> InstanceSettings {
-    InstanceSettings {
-        name: name.into(),
-        kind,
-        codec: Codec::Lz4,
-        block_size: [BLOCK; 3],
-        voxel_size: [8.0; 3],
-        voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-        tags: Default::default(),
-    }
-}
-
 /// A repo with a grayscale instance of `blocks` blocks and a key-value instance of `keys` keys,
 /// its root committed. Returns the root UUID.
 fn new_repo(
@@ -251,14 +239,18 @@ fn new_repo(
 ) -> Result<Uuid, StoreError> {
     let root = store.create_repo(alias, "simulated")?;
     let hex = root.to_hex();
-    store.create_instance(&hex, instance("gray", DataKind::Uint8Blk))?;
-    store.create_instance(&hex, instance("kv", DataKind::KeyValue))?;
+    store.create_instance(
+        &hex,
+        "gray",
+        InstanceSpec::voxels("uint8blk", Codec::Lz4, BLOCK)?,
+    )?;
+    store.create_instance(&hex, "kv", InstanceSpec::plain("keyvalue")?)?;
     for b in 0..blocks.min(GRID * GRID * GRID) {
         let at = [b % GRID, (b / GRID) % GRID, b / (GRID * GRID)];
         write_block(store, &hex, at, rng.random())?;
     }
     for k in 0..keys {
-        store.kv_put(&hex, "kv", &format!("base-{k}"), value(rng))?;
+        store.kv_put(&store.handle(&hex, "kv")?, &format!("base-{k}"), value(rng))?;
     }
     store.commit(&hex, Some("initial data"), &[])?;
     Ok(root)
@@ -274,7 +266,11 @@ pub(crate) fn write_changes(
     rng: &mut StdRng,
 ) -> Result<(), StoreError> {
     for k in 0..keys {
-        store.kv_put(version, "kv", &format!("w{tag}-{k}"), value(rng))?;
+        store.kv_put(
+            &store.handle(version, "kv")?,
+            &format!("w{tag}-{k}"),
+            value(rng),
+        )?;
     }
     // Distinct positions: a block written twice in one version would leave its first object behind
     // (no garbage collection yet), and the privacy check would rightly find it unreachable.
@@ -298,7 +294,7 @@ fn write_block(store: &Store, version: &str, at: [u32; 3], base: u8) -> Result<(
         .collect();
     let offset = at.map(|c| c as i32 * BLOCK);
     let sub = Subvolume::new(offset, [BLOCK as u32; 3])?;
-    store.write_subvolume(version, "gray", sub, &data)
+    store.write_subvolume(&store.handle(version, "gray")?, sub, &data)
 }
 
 fn value(rng: &mut StdRng) -> Vec<u8> {

@@ -5,8 +5,8 @@
 //! on the same warm in-memory store, so the ratio is the figure; the diff's time should stay flat as
 //! n grows, the listing's grow with n.
 
-use dvid_store::{Codec, DataKind, InstanceSettings, Store, Subvolume};
-use std::collections::BTreeMap;
+use dvid_store::tree::Scope;
+use dvid_store::{Codec, InstanceSpec, Store, Subvolume};
 use std::time::Instant;
 
 fn main() {
@@ -40,15 +40,8 @@ fn measure(n: usize) -> (usize, f64, f64) {
     store
         .create_instance(
             &root,
-            InstanceSettings {
-                name: "gray".into(),
-                kind: DataKind::Uint8Blk,
-                codec: Codec::Lz4,
-                block_size: [4, 4, 4],
-                voxel_size: [8.0; 3],
-                voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-                tags: BTreeMap::new(),
-            },
+            "gray",
+            InstanceSpec::voxels("uint8blk", Codec::Lz4, 4).unwrap(),
         )
         .unwrap();
     // A slab of n blocks: 100 x 100 x n/10^4, distinct contents.
@@ -58,7 +51,9 @@ fn measure(n: usize) -> (usize, f64, f64) {
         .map(|i| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
         .collect();
     let sub = Subvolume::new([0, 0, 0], vox.map(|v| v as u32)).unwrap();
-    store.write_subvolume(&root, "gray", sub, &data).unwrap();
+    store
+        .write_subvolume(&store.handle(&root, "gray").unwrap(), sub, &data)
+        .unwrap();
     store.commit(&root, None, &[]).unwrap();
     let child = store.new_version(&root, "").unwrap().to_hex();
     let mut seed = n as u64;
@@ -76,23 +71,29 @@ fn measure(n: usize) -> (usize, f64, f64) {
             .map(|j| (seed >> (j % 56)) as u8 ^ j as u8)
             .collect();
         let s = Subvolume::new(b.map(|c| c as i32 * 4), [4, 4, 4]).unwrap();
-        store.write_subvolume(&child, "gray", s, &block).unwrap();
+        store
+            .write_subvolume(&store.handle(&child, "gray").unwrap(), s, &block)
+            .unwrap();
     }
     store.commit(&child, None, &[]).unwrap();
 
     let (mut diff, mut list, mut changed) = (f64::MAX, f64::MAX, 0);
     let roots = |v: &str| store.resolve(v).unwrap().roots.values().next().copied();
     let (ra, rb) = (roots(&root), roots(&child));
+    let (ha, hb) = (
+        store.handle(&root, "gray").unwrap(),
+        store.handle(&child, "gray").unwrap(),
+    );
     for _ in 0..5 {
         let t = Instant::now();
-        let d = store.diff(&root, &child, "gray").unwrap();
+        let d = store.diff(&ha, &hb).unwrap();
         diff = diff.min(t.elapsed().as_secs_f64());
         changed = d.changes.len();
 
         let t = Instant::now();
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        store.trees().collect(ra, &mut a).unwrap();
-        store.trees().collect(rb, &mut b).unwrap();
+        store.trees().collect(ra, &Scope::All, &mut a).unwrap();
+        store.trees().collect(rb, &Scope::All, &mut b).unwrap();
         let differing = a
             .iter()
             .zip(&b)

@@ -3,7 +3,8 @@
 
 use crate::geometry::Point;
 use crate::tree::TreeRef;
-use crate::{Codec, ObjectId, Result, StoreError};
+use crate::types::{InstanceSpec, TypeRef};
+use crate::{ObjectId, Result, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -73,66 +74,21 @@ impl fmt::Debug for Uuid {
     }
 }
 
-/// The data types a node serves. Stored in catalog records and sent in manifests by postcard, which
-/// writes the variant index: append variants, never reorder or remove them (golden test below).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DataKind {
-    Uint8Blk,
-    LabelBlk,
-    KeyValue,
-}
-
-impl DataKind {
-    pub fn parse(typename: &str) -> Result<Self> {
-        match typename {
-            "uint8blk" => Ok(Self::Uint8Blk),
-            "labelblk" => Ok(Self::LabelBlk),
-            "keyvalue" => Ok(Self::KeyValue),
-            other => Err(StoreError::BadRequest(format!(
-                "unknown data type {other:?}: this node serves uint8blk, labelblk and keyvalue"
-            ))),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Uint8Blk => "uint8blk",
-            Self::LabelBlk => "labelblk",
-            Self::KeyValue => "keyvalue",
-        }
-    }
-
-    /// Bytes per voxel for block types; `None` for key-value data.
-    pub fn voxel_bytes(&self) -> Option<usize> {
-        match self {
-            Self::Uint8Blk => Some(1),
-            Self::LabelBlk => Some(8),
-            Self::KeyValue => None,
-        }
-    }
-}
-
-/// A data instance: a named, typed dataset living in every version of its repo.
+/// A data instance: a named, typed dataset living in every version of its repo from the one it
+/// was created in.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Instance {
     pub id: u32,
     pub name: String,
     pub data_uuid: Uuid,
-    pub kind: DataKind,
-    pub codec: Codec,
-    pub block_size: Point,
-    pub voxel_size: [f32; 3],
-    pub voxel_units: [String; 3],
+    pub spec: InstanceSpec,
     /// Inclusive voxel bounds of everything ever written, across versions (as DVID keeps them).
     pub extents: Option<(Point, Point)>,
-    pub tags: BTreeMap<String, String>,
 }
 
 impl Instance {
-    /// Bytes of one uncompressed block.
-    pub fn block_bytes(&self) -> usize {
-        let voxels: usize = self.block_size.iter().map(|&s| s as usize).product();
-        voxels * self.kind.voxel_bytes().unwrap_or(0)
+    pub fn datatype(&self) -> TypeRef {
+        self.spec.datatype
     }
 }
 
@@ -386,9 +342,7 @@ mod tests {
     #[test]
     fn catalog_enums_golden_bytes() {
         // Postcard writes enum variant indexes: these bytes are on disk and on the wire.
-        assert_eq!(enc(&DataKind::Uint8Blk), [0]);
-        assert_eq!(enc(&DataKind::LabelBlk), [1]);
-        assert_eq!(enc(&DataKind::KeyValue), [2]);
+        use crate::Codec;
         assert_eq!(enc(&Codec::Lz4), [0]);
         assert_eq!(enc(&Codec::Zstd(3)), [1, 6]); // zigzag varint of 3
         assert_eq!(enc(&crate::Replica::Full), [0]);
@@ -402,6 +356,34 @@ mod tests {
             enc(&crate::Replica::Partial(vec![part])),
             [1, 1, 1, 1, 1, b'g', 1, 0, 0, 0, 2, 2, 2]
         );
+    }
+
+    #[test]
+    fn catalog_instance_spec_golden_bytes() {
+        // Types are stored by name; block geometry only on voxel types.
+        let kv = InstanceSpec::plain("keyvalue").unwrap();
+        let mut expected = vec![8];
+        expected.extend(b"keyvalue");
+        expected.extend([0, 0]); // no geometry, no tags
+        assert_eq!(enc(&kv), expected);
+        let g = crate::types::BlockGeometry {
+            codec: crate::Codec::Lz4,
+            block_size: [1, 2, 3],
+            voxel_size: [1.0; 3],
+            voxel_units: ["n".into(), "n".into(), "n".into()],
+        };
+        let gray = InstanceSpec {
+            datatype: crate::types::by_name("uint8blk").unwrap(),
+            geometry: Some(g),
+            tags: BTreeMap::new(),
+        };
+        let mut expected = vec![8];
+        expected.extend(b"uint8blk");
+        expected.extend([1, 0, 2, 4, 6]); // Some, Lz4, zigzag 1 2 3
+        expected.extend([0, 0, 0x80, 0x3f].repeat(3)); // 1.0f32 little-endian
+        expected.extend([1, b'n'].repeat(3));
+        expected.push(0);
+        assert_eq!(enc(&gray), expected);
     }
 
     fn enc<T: Serialize>(v: &T) -> Vec<u8> {

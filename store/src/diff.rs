@@ -2,9 +2,10 @@
 //! two versions of a repo, by tree diff, so the cost follows the number of differences, not the
 //! size of the volume. A mutable version's working set is laid over its base first.
 
-use crate::catalog::{DataKind, Uuid};
+use crate::catalog::{Instance, Uuid};
+use crate::store::{DataHandle, held_scope};
 use crate::tree::Entry;
-use crate::{Replica, Result, Store, StoreError};
+use crate::{Result, Store, StoreError};
 use std::collections::BTreeSet;
 
 /// How a key differs from one version to the other.
@@ -65,18 +66,19 @@ impl KeyChange {
 pub struct VersionDiff {
     pub from: Uuid,
     pub to: Uuid,
-    pub instance: String,
-    pub kind: DataKind,
-    pub block_size: crate::Point,
+    pub instance: Instance,
+    /// Set when a version is a partial replica: the diff covers only what this node holds of both.
+    pub partial: bool,
     pub changes: Vec<KeyChange>,
 }
 
 impl Store {
-    /// What differs in instance `data` from version `from` to version `to` (same repo).
-    pub fn diff(&self, from: &str, to: &str, data: &str) -> Result<VersionDiff> {
+    /// What differs in an instance from version `from` to version `to` (handles of one repo). Of a
+    /// partial replica, only what this node holds of both versions is compared.
+    pub fn diff(&self, from: &DataHandle, to: &DataHandle) -> Result<VersionDiff> {
         let _gate = self.gate.read();
-        let (va, inst_a) = self.readable(from, data)?;
-        let (vb, inst_b) = self.readable(to, data)?;
+        let (va, inst_a) = self.readable(from)?;
+        let (vb, inst_b) = self.readable(to)?;
         if va.repo != vb.repo || inst_a.id != inst_b.id {
             return Err(StoreError::BadRequest(format!(
                 "versions {} and {} are not in the same repo",
@@ -84,21 +86,18 @@ impl Store {
             )));
         }
         let inst = inst_b;
-        let partial = va.replica != Replica::Full || vb.replica != Replica::Full;
-        let base = self
-            .trees
-            .diff(
-                va.roots.get(&inst.id).copied(),
-                vb.roots.get(&inst.id).copied(),
-            )
-            .map_err(|e| match (partial, e) {
-                // Unchanged parts are skipped by hash, so only differences outside what a partial
-                // replica holds reach a node this store lacks.
-                (true, StoreError::Corrupt(m)) => StoreError::NotFound(format!(
-                    "the differences reach outside what this node holds of a partial replica ({m}): pull the versions whole to diff them"
-                )),
-                (_, e) => e,
-            })?;
+        let (scope_a, scope) = (held_scope(&va, &inst), held_scope(&vb, &inst));
+        if scope_a != scope {
+            return Err(StoreError::BadRequest(format!(
+                "versions {} and {} hold different parts of {:?} here (partial replicas): pull the same region of both to diff them",
+                va.uuid, vb.uuid, inst.name
+            )));
+        }
+        let base = self.trees.diff(
+            va.roots.get(&inst.id).copied(),
+            vb.roots.get(&inst.id).copied(),
+            &scope,
+        )?;
         // Keys written or deleted in a mutable version's working set differ from its base: those
         // are compared by lookup, the rest come from the tree diff.
         let mut overlaid = BTreeSet::new();
@@ -112,25 +111,20 @@ impl Store {
             .filter(|d| !overlaid.contains(&d.key))
             .filter_map(|d| KeyChange::new(d.key, d.a, d.b))
             .collect();
-        for key in overlaid {
+        for key in overlaid.into_iter().filter(|k| scope.keeps(k)) {
             let (a, b) = (
                 self.lookup(&inst, &va, &key)?,
                 self.lookup(&inst, &vb, &key)?,
             );
             changes.extend(KeyChange::new(key, a, b));
         }
-        // Blocks in index (Morton) order; keys by name, as a reader looks for them (their index is
-        // a hash).
-        match inst.kind {
-            DataKind::KeyValue => changes.sort_by(|x, y| x.name.cmp(&y.name)),
-            _ => changes.sort_by(|x, y| x.index.cmp(&y.index)),
-        }
+        let datatype = inst.spec.datatype;
+        changes.sort_by(|x, y| datatype.diff_order(x, y));
         Ok(VersionDiff {
             from: va.uuid,
             to: vb.uuid,
-            instance: inst.name.clone(),
-            kind: inst.kind,
-            block_size: inst.block_size,
+            partial: scope != crate::tree::Scope::All,
+            instance: inst,
             changes,
         })
     }

@@ -1,13 +1,12 @@
 //! Offline integrity check of a whole store: every object re-hashed, every tree a version claims to
 //! hold walked and checked, the version DAG and the working sets checked against the catalog.
 
-use crate::catalog::{Catalog, DataKind, Version};
+use crate::catalog::{Catalog, Version};
 use crate::engine::Space;
-use crate::geometry::{key_in_box, prefix_meets_box};
 use crate::keys;
-use crate::store::{Store, WorkingEntry};
-use crate::tree::{Node, STEP_BITS, TreeRef, child_prefix};
-use crate::{ObjectId, Point, Result};
+use crate::store::{Store, WorkingEntry, held_scope};
+use crate::tree::{Node, Scope, TreeRef};
+use crate::{ObjectId, Result};
 use std::collections::HashSet;
 
 /// Most problems listed one by one; beyond it they are only counted.
@@ -245,7 +244,8 @@ fn ancestors_include(catalog: &Catalog, from: u32, target: u32) -> bool {
 /// Walks trees once per (node, region) however many versions share them.
 struct TreeWalk<'a> {
     store: &'a Store,
-    seen: HashSet<(ObjectId, Option<(Point, Point)>)>,
+    /// Subtrees checked, with the scope they were checked for.
+    seen: HashSet<(ObjectId, Scope)>,
 }
 
 impl TreeWalk<'_> {
@@ -261,21 +261,9 @@ impl TreeWalk<'_> {
             if !v.replica.holds_instance(&inst.name) {
                 continue;
             }
-            let regions = match inst.kind {
-                DataKind::KeyValue => None,
-                _ => v.replica.block_boxes(&inst.name, inst.block_size),
-            };
+            let scope = held_scope(v, inst);
             let place = format!("version {} instance {:?}", v.uuid, inst.name);
-            match regions {
-                None => {
-                    self.check_node(*root, &[], 0, None, &place, report);
-                }
-                Some(boxes) => {
-                    for b in boxes {
-                        self.check_node(*root, &[], 0, Some(b), &place, report);
-                    }
-                }
-            }
+            self.check_node(*root, &[], 0, &scope, &place, report);
         }
     }
 
@@ -285,11 +273,11 @@ impl TreeWalk<'_> {
         at: TreeRef,
         prefix: &[u8],
         bits: usize,
-        region: Option<(Point, Point)>,
+        scope: &Scope,
         place: &str,
         report: &mut FsckReport,
     ) -> u64 {
-        if !self.seen.insert((at.id, region)) {
+        if !self.seen.insert((at.id, scope.clone())) {
             return at.count;
         }
         let node = match self.load(&at.id) {
@@ -309,7 +297,7 @@ impl TreeWalk<'_> {
                             at.id, e.key
                         ));
                     }
-                    if region.is_some_and(|r| !key_in_box(&e.key, r)) {
+                    if !scope.keeps(&e.key) {
                         continue;
                     }
                     report.entries_checked += 1;
@@ -323,9 +311,7 @@ impl TreeWalk<'_> {
                 entries.len() as u64
             }
             Node::Inner {
-                depth,
-                prefix: own,
-                children,
+                depth, prefix: own, ..
             } => {
                 let d = usize::from(*depth);
                 if d < bits || !has_prefix(own, prefix, bits) {
@@ -336,14 +322,13 @@ impl TreeWalk<'_> {
                     return at.count;
                 }
                 let mut sum = 0;
-                for c in children {
-                    let p = child_prefix(own, d, c.slot);
-                    let below = d + STEP_BITS;
-                    if region.is_some_and(|r| !prefix_meets_box(&p, below, r)) {
-                        sum += c.tree.count;
-                        continue;
-                    }
-                    sum += self.check_node(c.tree, &p, below, region, place, report);
+                for s in node.subtrees() {
+                    sum += match scope.enters(&s.prefix, s.bits) {
+                        true => {
+                            self.check_node(s.child.tree, &s.prefix, s.bits, scope, place, report)
+                        }
+                        false => s.child.tree.count,
+                    };
                 }
                 sum
             }

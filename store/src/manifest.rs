@@ -4,9 +4,10 @@
 //! A manifest carries the repo's identity and instances, and the target version with all its
 //! ancestors (metadata only: small). Objects travel separately, fetched by walking the roots.
 
-use crate::catalog::{DataKind, Uuid};
+use crate::catalog::Uuid;
 use crate::tree::TreeRef;
-use crate::{Codec, ObjectId, Point, Result, StoreError};
+use crate::types::InstanceSpec;
+use crate::{ObjectId, Point, Result, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,12 +19,7 @@ pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
 pub struct InstanceDef {
     pub name: String,
     pub data_uuid: Uuid,
-    pub kind: DataKind,
-    pub codec: Codec,
-    pub block_size: Point,
-    pub voxel_size: [f32; 3],
-    pub voxel_units: [String; 3],
-    pub tags: BTreeMap<String, String>,
+    pub spec: InstanceSpec,
 }
 
 /// A locked version as replicated.
@@ -104,16 +100,16 @@ impl Replica {
         }
     }
 
-    /// The inclusive block boxes held of a block instance: `None` if every block is, else their
-    /// union (empty if none).
-    pub fn block_boxes(&self, instance: &str, block_size: Point) -> Option<Vec<(Point, Point)>> {
+    /// The inclusive voxel boxes held of `instance`: `None` if all of it is, else their union
+    /// (empty if none). The instance's type says what they cover of its index.
+    pub fn regions(&self, instance: &str) -> Option<Vec<(Point, Point)>> {
         match self {
             Replica::Full => None,
             Replica::MetadataOnly => Some(vec![]),
             Replica::Partial(parts) => parts
                 .iter()
                 .filter(|p| p.has_instance(instance))
-                .map(|p| p.block_box(block_size))
+                .map(|p| p.region)
                 .collect(),
         }
     }
@@ -147,14 +143,11 @@ impl Restriction {
             .is_none_or(|l| l.iter().any(|n| n == name))
     }
 
-    /// The inclusive block box of the region for an instance's block size.
-    pub fn block_box(&self, block_size: Point) -> Option<(Point, Point)> {
-        self.region.map(|(lo, hi)| {
-            (
-                std::array::from_fn(|a| lo[a].div_euclid(block_size[a])),
-                std::array::from_fn(|a| hi[a].div_euclid(block_size[a])),
-            )
-        })
+    /// The part of `instance`'s index this restriction covers (its type decides).
+    pub fn scope(&self, instance: &InstanceDef) -> crate::tree::Scope {
+        let spec = &instance.spec;
+        spec.datatype
+            .scope(spec, self.region.as_ref().map(std::slice::from_ref))
     }
 }
 
@@ -222,7 +215,7 @@ impl VersionManifest {
             .map(|i| HashedInstance {
                 name: &i.name,
                 data: i.data_uuid,
-                kind: i.kind.name(),
+                kind: i.spec.datatype.name(),
                 root: v.roots.get(&i.data_uuid).map(|r| r.id),
             })
             .collect();
@@ -247,6 +240,11 @@ impl VersionManifest {
     /// and that each version's commit hash matches its contents.
     pub fn verify(&self) -> Result<()> {
         let bad = |m: String| StoreError::BadRequest(format!("manifest of {}: {m}", self.target));
+        for i in &self.instances {
+            i.spec
+                .check()
+                .map_err(|e| bad(format!("instance {:?}: {e}", i.name)))?;
+        }
         let mut seen: BTreeMap<Uuid, ObjectId> = BTreeMap::new();
         for v in &self.versions {
             let mut parents = Vec::with_capacity(v.parents.len());

@@ -1,11 +1,11 @@
 //! The catalog's records on disk: one per repo and one per version in the meta space, each written
-//! as `[format byte][postcard body]`. This module owns that format and migrates data dirs written
-//! before records carried a format (dvid 0.1.0, which stored bare postcard bodies).
+//! as `[format byte][postcard body]`. This module owns that format and migrates data dirs of older
+//! formats when they are opened, in one batch.
 //!
 //! The meta key `c/format` holds the format of the whole catalog: a data dir without it but with
-//! records is a format-1 dir, migrated in one batch when it is opened.
+//! records is a format-1 dir (dvid 0.1.0, which stored bare postcard bodies).
 
-use crate::catalog::{Catalog, Repo, Uuid, Version};
+use crate::catalog::{Catalog, Instance, Repo, Uuid, Version};
 use crate::engine::{BatchOp, OrderedStore, Space};
 use crate::manifest::{Replica, Seal};
 use crate::tree::TreeRef;
@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The catalog format this build writes. 1: bare postcard records, versions without their instance
-/// set. 2: every record prefixed by its format; versions record the instances they hold.
-pub const CATALOG_FORMAT: u8 = 2;
+/// set. 2: every record prefixed by its format; versions record the instances they hold. 3:
+/// instances name their type (format 2 wrote an enum index) and only voxel types keep block
+/// geometry.
+pub const CATALOG_FORMAT: u8 = 3;
 
 /// Most instances of a repo for which migration searches every subset for the set a format-1
 /// version was committed over (beyond it, only the prefixes in creation order are tried).
@@ -38,11 +40,16 @@ pub(crate) fn put_counter(next_id: u32) -> BatchOp {
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    decode_format(key, bytes, CATALOG_FORMAT)
+}
+
+/// Decodes a record that must be of `format`.
+fn decode_format<T: DeserializeOwned>(key: &[u8], bytes: &[u8], format: u8) -> Result<T> {
     match bytes.split_first() {
-        Some((&CATALOG_FORMAT, body)) => postcard::from_bytes(body)
+        Some((&f, body)) if f == format => postcard::from_bytes(body)
             .map_err(|e| StoreError::Corrupt(format!("record {key:02x?}: {e}"))),
         Some((other, _)) => Err(StoreError::Corrupt(format!(
-            "record {key:02x?} has format {other}; this dvid reads format {CATALOG_FORMAT}"
+            "record {key:02x?} has format {other}; expected format {format}"
         ))),
         None => Err(StoreError::Corrupt(format!("record {key:02x?} is empty"))),
     }
@@ -68,8 +75,23 @@ pub(crate) fn load_catalog(meta: &dyn OrderedStore) -> Result<Catalog> {
         }
     };
     match format {
-        1 => migrate_v1(meta),
-        CATALOG_FORMAT => read_catalog(meta, decode::<Repo>, decode::<Version>),
+        1 => {
+            let c = read_catalog(
+                meta,
+                &|k, b| decode_bare::<legacy::Repo>(k, b)?.upgrade(),
+                &|k, b| decode_bare::<legacy::VersionV1>(k, b).map(Version::from),
+            )?;
+            migrate(meta, fill_instance_sets(c)?, 1)
+        }
+        2 => {
+            let c = read_catalog(
+                meta,
+                &|k, b| decode_format::<legacy::Repo>(k, b, 2)?.upgrade(),
+                &|k, b| decode_format::<Version>(k, b, 2),
+            )?;
+            migrate(meta, c, 2)
+        }
+        CATALOG_FORMAT => read_catalog(meta, &decode::<Repo>, &decode::<Version>),
         newer => Err(StoreError::Corrupt(format!(
             "this data dir has catalog format {newer}, written by a newer dvid; this one reads formats 1 to {CATALOG_FORMAT}"
         ))),
@@ -91,11 +113,14 @@ fn read_counter(meta: &dyn OrderedStore) -> Result<u32> {
     Ok(u32::from_be_bytes(bytes))
 }
 
+/// Decodes one record of an older or the current format into this build's shape.
+type Decoder<'a, T> = &'a dyn Fn(&[u8], &[u8]) -> Result<T>;
+
 /// Reads every repo and version record with the given decoders.
-fn read_catalog<V: Into<Version>>(
+fn read_catalog(
     meta: &dyn OrderedStore,
-    repo: fn(&[u8], &[u8]) -> Result<Repo>,
-    version: fn(&[u8], &[u8]) -> Result<V>,
+    repo: Decoder<'_, Repo>,
+    version: Decoder<'_, Version>,
 ) -> Result<Catalog> {
     let mut c = Catalog::default();
     c.next_id = read_counter(meta)?;
@@ -105,7 +130,7 @@ fn read_catalog<V: Into<Version>>(
         meta.scan(Space::Meta, prefix, end.as_deref(), &mut |k, v| {
             let r = match is_repo {
                 true => repo(k, v).map(|r| c.insert_repo(r)),
-                false => version(k, v).map(|v| c.insert_version(v.into())),
+                false => version(k, v).map(|v| c.insert_version(v)),
             };
             match r {
                 Ok(()) => true,
@@ -119,10 +144,26 @@ fn read_catalog<V: Into<Version>>(
     err.map_or(Ok(c), Err)
 }
 
-/// Format 1 to 2: finds the instance set each locked version was committed over, then rewrites
-/// every record, and the format, in one batch.
-fn migrate_v1(meta: &dyn OrderedStore) -> Result<Catalog> {
-    let mut c = read_catalog::<v1::Version>(meta, decode_bare, decode_bare)?;
+/// Rewrites every record of a catalog read from an older format, and the format, in one batch.
+fn migrate(meta: &dyn OrderedStore, c: Catalog, from: u8) -> Result<Catalog> {
+    let mut batch = vec![format_op()];
+    batch.extend(c.repos.values().map(|r| put_record(keys::repo(r.id), r)));
+    batch.extend(
+        c.versions
+            .values()
+            .map(|v| put_record(keys::version(v.id), v)),
+    );
+    meta.write(batch)?;
+    tracing::info!(
+        repos = c.repos.len(),
+        versions = c.versions.len(),
+        "migrated the catalog from format {from} to {CATALOG_FORMAT}"
+    );
+    Ok(c)
+}
+
+/// Format 1 recorded no instance sets: finds the one each locked version was committed over.
+fn fill_instance_sets(mut c: Catalog) -> Result<Catalog> {
     let locked: Vec<u32> = c
         .versions
         .values()
@@ -135,19 +176,6 @@ fn migrate_v1(meta: &dyn OrderedStore) -> Result<Catalog> {
         v.instances = Some(held);
         c.insert_version(v);
     }
-    let mut batch = vec![format_op()];
-    batch.extend(c.repos.values().map(|r| put_record(keys::repo(r.id), r)));
-    batch.extend(
-        c.versions
-            .values()
-            .map(|v| put_record(keys::version(v.id), v)),
-    );
-    meta.write(batch)?;
-    tracing::info!(
-        repos = c.repos.len(),
-        versions = c.versions.len(),
-        "migrated the catalog from format 1 to {CATALOG_FORMAT}"
-    );
     Ok(c)
 }
 
@@ -195,12 +223,100 @@ fn committed_instances(c: &Catalog, id: u32) -> Result<BTreeSet<u32>> {
     Ok(all.into_iter().collect())
 }
 
-/// The records of format 1, as dvid 0.1.0 wrote them. Repo records are unchanged since.
-mod v1 {
+/// The records of formats 1 and 2, as dvid 0.1.0 and its successor wrote them.
+mod legacy {
     use super::*;
+    use crate::types::{BlockGeometry, InstanceSpec, by_name};
+    use crate::{Codec, Point};
+
+    /// Formats 1 and 2 stored an instance's type as the index of an enum variant, in this order.
+    /// Frozen: later types are stored by name.
+    const TYPE_BY_INDEX: [&str; 3] = ["uint8blk", "labelblk", "keyvalue"];
 
     #[derive(Deserialize)]
-    pub struct Version {
+    pub struct Repo {
+        id: u32,
+        root: Uuid,
+        alias: String,
+        description: String,
+        log: Vec<String>,
+        instances: BTreeMap<String, Instance>,
+        versions: Vec<u32>,
+        created: String,
+        updated: String,
+        shared_with: BTreeSet<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct Instance {
+        id: u32,
+        name: String,
+        data_uuid: Uuid,
+        kind: u32,
+        codec: Codec,
+        block_size: Point,
+        voxel_size: [f32; 3],
+        voxel_units: [String; 3],
+        extents: Option<(Point, Point)>,
+        tags: BTreeMap<String, String>,
+    }
+
+    impl Repo {
+        pub fn upgrade(self) -> Result<crate::catalog::Repo> {
+            let instances = self
+                .instances
+                .into_iter()
+                .map(|(name, i)| Ok((name, i.upgrade()?)))
+                .collect::<Result<_>>()?;
+            Ok(crate::catalog::Repo {
+                id: self.id,
+                root: self.root,
+                alias: self.alias,
+                description: self.description,
+                log: self.log,
+                instances,
+                versions: self.versions,
+                created: self.created,
+                updated: self.updated,
+                shared_with: self.shared_with,
+            })
+        }
+    }
+
+    impl Instance {
+        /// The type by name; block fields kept only by voxel types (key-value instances carried
+        /// made-up ones).
+        fn upgrade(self) -> Result<super::Instance> {
+            let name = TYPE_BY_INDEX.get(self.kind as usize).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "instance {:?} has type index {}, unknown to format 2",
+                    self.name, self.kind
+                ))
+            })?;
+            let datatype = by_name(name)?;
+            let geometry = datatype.voxel_bytes().map(|_| BlockGeometry {
+                codec: self.codec,
+                block_size: self.block_size,
+                voxel_size: self.voxel_size,
+                voxel_units: self.voxel_units,
+            });
+            Ok(super::Instance {
+                id: self.id,
+                name: self.name,
+                data_uuid: self.data_uuid,
+                spec: InstanceSpec {
+                    datatype,
+                    geometry,
+                    tags: self.tags,
+                },
+                extents: self.extents,
+            })
+        }
+    }
+
+    /// A version record of format 1.
+    #[derive(Deserialize)]
+    pub struct VersionV1 {
         pub id: u32,
         pub uuid: Uuid,
         pub repo: u32,
@@ -219,8 +335,8 @@ mod v1 {
         pub published: bool,
     }
 
-    impl From<Version> for crate::catalog::Version {
-        fn from(v: Version) -> Self {
+    impl From<VersionV1> for crate::catalog::Version {
+        fn from(v: VersionV1) -> Self {
             Self {
                 id: v.id,
                 uuid: v.uuid,

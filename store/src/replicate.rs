@@ -234,12 +234,7 @@ fn instance_def(i: &Instance) -> InstanceDef {
     InstanceDef {
         name: i.name.clone(),
         data_uuid: i.data_uuid,
-        kind: i.kind,
-        codec: i.codec,
-        block_size: i.block_size,
-        voxel_size: i.voxel_size,
-        voxel_units: i.voxel_units.clone(),
-        tags: i.tags.clone(),
+        spec: i.spec.clone(),
     }
 }
 
@@ -248,12 +243,7 @@ fn instance_from_def(id: u32, d: &InstanceDef) -> Instance {
         id,
         name: d.name.clone(),
         data_uuid: d.data_uuid,
-        kind: d.kind,
-        codec: d.codec,
-        block_size: d.block_size,
-        voxel_size: d.voxel_size,
-        voxel_units: d.voxel_units.clone(),
+        spec: d.spec.clone(),
         extents: None,
-        tags: d.tags.clone(),
     }
 }

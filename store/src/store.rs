@@ -5,12 +5,13 @@
 //! commit never races a write or a read at the version it folds. Per-instance mutexes serialise the
 //! read-modify-write of partial blocks.
 
-use crate::catalog::{Catalog, DataKind, Instance, Repo, Uuid, Version, now};
+use crate::catalog::{Catalog, Instance, Repo, Uuid, Version, now};
 use crate::engine::{BatchOp, FjallEngine, MemEngine, ObjectStore, OrderedStore, Space};
 use crate::manifest::{Replica, Sealer, seal_message};
 use crate::records::{load_catalog, put_counter, put_record};
-use crate::tree::{Change, Entry, TreeRef, Trees};
-use crate::{Codec, ObjectId, Result, StoreError, keys};
+use crate::tree::{Change, Entry, Scope, TreeRef, Trees};
+use crate::types::InstanceSpec;
+use crate::{ObjectId, Result, StoreError, keys};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -30,21 +31,16 @@ pub(crate) struct WorkingEntry {
 /// Sees each working entry: its store key, its index key, and the entry.
 pub(crate) type WorkingVisitor<'a> = dyn FnMut(&[u8], &[u8], WorkingEntry) + 'a;
 
-/// Settings for a new data instance, already parsed from DVID's request body.
+/// An instance at a version, resolved once from a request's UUID and instance name. Store calls
+/// take it and re-check it under their lock: the version may have been committed since.
 #[derive(Clone, Debug)]
-pub struct InstanceSettings {
-    pub name: String,
-    pub kind: DataKind,
-    pub codec: Codec,
-    pub block_size: [i32; 3],
-    pub voxel_size: [f32; 3],
-    pub voxel_units: [String; 3],
-    pub tags: BTreeMap<String, String>,
+pub struct DataHandle {
+    version: u32,
+    /// The version's full UUID.
+    pub uuid: Uuid,
+    /// The instance as resolved: its type and settings never change; its extents may.
+    pub instance: Instance,
 }
-
-/// Largest block edge accepted, and largest block in bytes, so one block stays a modest object.
-pub const MAX_BLOCK_EDGE: i32 = 512;
-pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 
 /// The versioned, content-addressed store.
 pub struct Store {
@@ -121,11 +117,16 @@ impl Store {
         self.objects.as_ref()
     }
 
-    /// An instance of the repo holding `uuid`, without cloning the catalog.
-    pub fn instance(&self, uuid: &str, name: &str) -> Result<Instance> {
+    /// Resolves a version (UUID or unique prefix) and an instance it holds, once, for the store
+    /// calls that follow. Memory only: no I/O.
+    pub fn handle(&self, uuid: &str, name: &str) -> Result<DataHandle> {
         let c = self.catalog.read();
-        let vid = c.resolve(uuid)?;
-        Ok(c.instance(vid, name)?.clone())
+        let version = c.resolve(uuid)?;
+        Ok(DataHandle {
+            version,
+            uuid: c.version(version)?.uuid,
+            instance: c.instance(version, name)?.clone(),
+        })
     }
 
     /// The repo holding `uuid` and its versions, without cloning the rest of the catalog.
@@ -216,36 +217,29 @@ impl Store {
         Ok(root)
     }
 
-    /// Adds a data instance to the repo holding `uuid`.
-    pub fn create_instance(&self, uuid: &str, s: InstanceSettings) -> Result<Instance> {
-        validate_instance_name(&s.name)?;
-        if s.kind.voxel_bytes().is_some() {
-            validate_block_size(s.block_size, s.kind.voxel_bytes().unwrap_or(1))?;
-        }
+    /// Adds a data instance `name` to the repo holding `uuid`.
+    pub fn create_instance(&self, uuid: &str, name: &str, spec: InstanceSpec) -> Result<Instance> {
+        validate_instance_name(name)?;
+        spec.check()?;
         let _gate = self.gate.write();
         let mut c = self.catalog.write();
         let vid = c.resolve(uuid)?;
         let mut repo = c.repo_of(vid)?.clone();
-        if repo.instances.contains_key(&s.name) {
+        if repo.instances.contains_key(name) {
             return Err(StoreError::BadRequest(format!(
-                "data instance {:?} already exists in repo {}",
-                s.name, repo.root
+                "data instance {name:?} already exists in repo {}",
+                repo.root
             )));
         }
         let id = c.allocate_id();
         let inst = Instance {
             id,
-            name: s.name.clone(),
+            name: name.to_string(),
             data_uuid: Uuid::random(),
-            kind: s.kind,
-            codec: s.codec,
-            block_size: s.block_size,
-            voxel_size: s.voxel_size,
-            voxel_units: s.voxel_units,
+            spec,
             extents: None,
-            tags: s.tags,
         };
-        repo.instances.insert(s.name, inst.clone());
+        repo.instances.insert(name.to_string(), inst.clone());
         repo.updated = now();
         self.meta.write(vec![
             put_record(keys::repo(repo.id), &repo),
@@ -493,7 +487,7 @@ impl Store {
                     continue;
                 }
                 let root = parent.roots.get(&inst.id).copied();
-                for d in self.trees.diff(base_root, root)? {
+                for d in self.trees.diff(base_root, root, &Scope::All)? {
                     match merged.get(&d.key) {
                         Some((prev, _)) if *prev != d.b => conflicts.push(describe_key(inst, &d)),
                         Some(_) => {}
@@ -623,12 +617,9 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("object {id} is missing")))
     }
 
-    /// Resolves a version for writing: it must exist and be mutable.
-    pub(crate) fn writable(&self, uuid: &str, instance: &str) -> Result<(Version, Instance)> {
-        let c = self.catalog.read();
-        let vid = c.resolve(uuid)?;
-        let v = c.version(vid)?.clone();
-        let inst = c.instance(vid, instance)?.clone();
+    /// The version and instance of a handle, now, for writing: the version must still be mutable.
+    pub(crate) fn writable(&self, h: &DataHandle) -> Result<(Version, Instance)> {
+        let (v, inst) = self.current(h)?;
         if v.locked {
             return Err(StoreError::Locked(format!(
                 "version {} is committed (locked) and accepts no writes: create a child with newversion or branch",
@@ -639,13 +630,53 @@ impl Store {
         Ok((v, inst))
     }
 
-    /// Resolves a version and instance for reading; refuses data this node does not hold.
-    pub(crate) fn readable(&self, uuid: &str, instance: &str) -> Result<(Version, Instance)> {
-        let c = self.catalog.read();
-        let vid = c.resolve(uuid)?;
-        let (v, inst) = (c.version(vid)?.clone(), c.instance(vid, instance)?.clone());
+    /// The version and instance of a handle, now, for reading; refuses data this node does not hold.
+    pub(crate) fn readable(&self, h: &DataHandle) -> Result<(Version, Instance)> {
+        let (v, inst) = self.current(h)?;
         check_held(&v, &inst, "read")?;
         Ok((v, inst))
+    }
+
+    fn current(&self, h: &DataHandle) -> Result<(Version, Instance)> {
+        let c = self.catalog.read();
+        let inst = c.instance(h.version, &h.instance.name)?;
+        if inst.id != h.instance.id {
+            return Err(StoreError::NotFound(format!(
+                "data instance {:?} changed since the request was resolved",
+                inst.name
+            )));
+        }
+        Ok((c.version(h.version)?.clone(), inst.clone()))
+    }
+
+    /// Refuses blocks outside the regions a partial replica holds, rather than reading them as
+    /// zeros.
+    pub(crate) fn check_blocks_held(
+        &self,
+        v: &Version,
+        inst: &Instance,
+        blocks: &[crate::Point],
+    ) -> Result<()> {
+        let scope = held_scope(v, inst);
+        let Some(b) = blocks
+            .iter()
+            .find(|&&b| !scope.keeps(&crate::geometry::block_key(b)))
+        else {
+            return Ok(());
+        };
+        let held: Vec<String> = v
+            .replica
+            .regions(&inst.name)
+            .unwrap_or_default()
+            .iter()
+            .map(|(lo, hi)| format!("{lo:?}..={hi:?}"))
+            .collect();
+        Err(StoreError::BadRequest(format!(
+            "block {b:?} of {:?} lies outside the region {} that version {} holds here (a partial replica)",
+            inst.name,
+            held.join(" + "),
+            v.uuid
+        )))
     }
 
     /// Stores objects (deduplicated) then working entries, durably, in that order.
@@ -737,7 +768,7 @@ pub(crate) fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<Objec
         .map(|i| crate::manifest::HashedInstance {
             name: &i.name,
             data: i.data_uuid,
-            kind: i.kind.name(),
+            kind: i.spec.datatype.name(),
             root: v.roots.get(&i.id).map(|r| r.id),
         })
         .collect();
@@ -747,19 +778,16 @@ pub(crate) fn commit_hash(c: &Catalog, repo: &Repo, v: &Version) -> Result<Objec
 }
 
 fn describe_key(inst: &Instance, d: &crate::tree::Difference) -> String {
-    if inst.kind == DataKind::KeyValue {
-        let name =
-            d.a.as_ref()
-                .or(d.b.as_ref())
-                .map(|e| e.name.clone())
-                .unwrap_or_default();
-        format!("key {:?}", String::from_utf8_lossy(&name))
-    } else {
-        match crate::geometry::block_from_key(&d.key) {
-            Some([x, y, z]) => format!("block ({x},{y},{z})"),
-            None => format!("index {:02x?}", d.key),
-        }
-    }
+    let name = d.a.as_ref().or(d.b.as_ref()).map_or(&[][..], |e| &e.name);
+    inst.spec.datatype.describe_key(&d.key, name)
+}
+
+/// The part of an instance's index this node holds of version `v` (all of it unless `v` is a
+/// partial replica).
+pub(crate) fn held_scope(v: &Version, inst: &Instance) -> Scope {
+    inst.spec
+        .datatype
+        .scope(&inst.spec, v.replica.regions(&inst.name).as_deref())
 }
 
 /// Refuses an instance of a version this node holds only in part or not at all; `action` is what
@@ -778,38 +806,6 @@ fn check_held(v: &Version, inst: &Instance, action: &str) -> Result<()> {
     }
 }
 
-/// Refuses blocks outside the regions a partial replica holds, rather than reading them as zeros.
-pub(crate) fn check_blocks_held(
-    v: &Version,
-    inst: &Instance,
-    blocks: &[crate::Point],
-) -> Result<()> {
-    let Some(boxes) = v.replica.block_boxes(&inst.name, inst.block_size) else {
-        return Ok(());
-    };
-    if let Some(b) = blocks
-        .iter()
-        .find(|&&b| !boxes.iter().any(|&bx| crate::geometry::box_contains(bx, b)))
-    {
-        let held: Vec<String> = match &v.replica {
-            Replica::Partial(parts) => parts
-                .iter()
-                .filter(|p| p.has_instance(&inst.name))
-                .filter_map(|p| p.region)
-                .map(|(lo, hi)| format!("{lo:?}..={hi:?}"))
-                .collect(),
-            _ => vec![],
-        };
-        return Err(StoreError::BadRequest(format!(
-            "block {b:?} of {:?} lies outside the region {} that version {} holds here (a partial replica)",
-            inst.name,
-            held.join(" + "),
-            v.uuid
-        )));
-    }
-    Ok(())
-}
-
 fn validate_instance_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 255
@@ -818,21 +814,6 @@ fn validate_instance_name(name: &str) -> Result<()> {
     {
         return Err(StoreError::BadRequest(format!(
             "bad data instance name {name:?}: 1 to 255 characters, no '/' or control characters"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_block_size(bs: [i32; 3], voxel_bytes: usize) -> Result<()> {
-    if bs.iter().any(|&s| !(1..=MAX_BLOCK_EDGE).contains(&s)) {
-        return Err(StoreError::BadRequest(format!(
-            "BlockSize {bs:?}: each edge must be 1..={MAX_BLOCK_EDGE}"
-        )));
-    }
-    let bytes = bs.iter().map(|&s| s as usize).product::<usize>() * voxel_bytes;
-    if bytes > MAX_BLOCK_BYTES {
-        return Err(StoreError::BadRequest(format!(
-            "BlockSize {bs:?} makes {bytes}-byte blocks; the limit is {MAX_BLOCK_BYTES}"
         )));
     }
     Ok(())

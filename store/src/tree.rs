@@ -8,7 +8,8 @@
 //! O(d log n) by skipping equal hashes, and (with Morton keys, where a 3-bit step is one octree level)
 //! a region of space is a set of subtrees. Lookups walk O(log n) levels, whatever the version history.
 
-use crate::{ObjectId, ObjectStore, Result, StoreError};
+use crate::geometry::{key_in_box, prefix_meets_box};
+use crate::{ObjectId, ObjectStore, Point, Result, StoreError};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -63,6 +64,43 @@ pub struct TreeRef {
 pub struct Child {
     pub slot: u8,
     pub tree: TreeRef,
+}
+
+/// The part of an index a walk covers: the one pruning predicate of every tree walk (reads, fsck,
+/// the pull engine, diffs). A data type makes it from a region ([`crate::types::DataType::scope`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every key.
+    All,
+    /// Block keys inside these inclusive block boxes (none: no key).
+    Blocks(Vec<(Point, Point)>),
+}
+
+impl Scope {
+    /// True if the subtree of keys that start with the first `bits` bits of `prefix` may hold a key
+    /// of the scope.
+    pub fn enters(&self, prefix: &[u8], bits: usize) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Blocks(boxes) => boxes.iter().any(|&b| prefix_meets_box(prefix, bits, b)),
+        }
+    }
+
+    /// True if `key` is in the scope.
+    pub fn keeps(&self, key: &[u8]) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Blocks(boxes) => boxes.iter().any(|&b| key_in_box(key, b)),
+        }
+    }
+}
+
+/// A child of an inner node with the key prefix its subtree covers: its keys all start with the
+/// first `bits` bits of `prefix`.
+pub struct Subtree<'a> {
+    pub prefix: Vec<u8>,
+    pub bits: usize,
+    pub child: &'a Child,
 }
 
 /// A tree node as stored. The variant index is on the wire (postcard): append, never reorder.
@@ -127,6 +165,24 @@ where
 const NODE_TAG: u8 = b'T';
 
 impl Node {
+    /// The children of an inner node with their prefixes (none for a leaf): the step every walk
+    /// takes before asking its [`Scope`] whether to go down.
+    pub fn subtrees(&self) -> impl Iterator<Item = Subtree<'_>> {
+        let (depth, prefix, children): (usize, &[u8], &[Child]) = match self {
+            Node::Leaf(_) => (0, &[], &[]),
+            Node::Inner {
+                depth,
+                prefix,
+                children,
+            } => (usize::from(*depth), prefix, children),
+        };
+        children.iter().map(move |c| Subtree {
+            prefix: child_prefix(prefix, depth, c.slot),
+            bits: depth + STEP_BITS,
+            child: c,
+        })
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![NODE_TAG];
         out.extend(postcard::to_stdvec(self).expect("tree nodes serialize"));
@@ -387,7 +443,7 @@ impl Trees {
         if total as usize <= LEAF_MAX {
             let mut entries = Vec::with_capacity(total as usize);
             for c in &kids {
-                self.collect(Some(c.tree), &mut entries)?;
+                self.collect(Some(c.tree), &Scope::All, &mut entries)?;
             }
             return Ok(self.build(&entries, out));
         }
@@ -439,25 +495,29 @@ impl Trees {
         ))
     }
 
-    /// Appends every entry of the tree, in key order.
-    pub fn collect(&self, root: Option<TreeRef>, out: &mut Vec<Entry>) -> Result<()> {
-        self.visit(root, &mut |_, _| true, &mut |e| {
+    /// Appends every entry of the tree within `scope`, in key order.
+    pub fn collect(
+        &self,
+        root: Option<TreeRef>,
+        scope: &Scope,
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        self.visit(root, scope, &mut |e| {
             out.push(e.clone());
             true
         })
     }
 
-    /// Walks the tree in key order. `descend(prefix, bits)` is asked before entering a subtree whose
-    /// keys all start with the first `bits` bits of `prefix`, so callers prune by region; `visit` sees
-    /// each entry and returns false to stop.
+    /// Walks the entries within `scope` in key order, entering only the subtrees the scope meets;
+    /// `visit` returns false to stop.
     pub fn visit(
         &self,
         root: Option<TreeRef>,
-        descend: &mut dyn FnMut(&[u8], usize) -> bool,
+        scope: &Scope,
         visit: &mut dyn FnMut(&Entry) -> bool,
     ) -> Result<()> {
         if let Some(root) = root {
-            self.visit_node(&root.id, descend, visit)?;
+            self.visit_node(&root.id, scope, visit)?;
         }
         Ok(())
     }
@@ -465,30 +525,22 @@ impl Trees {
     fn visit_node(
         &self,
         id: &ObjectId,
-        descend: &mut dyn FnMut(&[u8], usize) -> bool,
+        scope: &Scope,
         visit: &mut dyn FnMut(&Entry) -> bool,
     ) -> Result<bool> {
         let node = self.load(id)?;
-        match &*node {
-            Node::Leaf(entries) => {
-                for e in entries {
-                    if !visit(e) {
-                        return Ok(false);
-                    }
+        if let Node::Leaf(entries) = &*node {
+            for e in entries.iter().filter(|e| scope.keeps(&e.key)) {
+                if !visit(e) {
+                    return Ok(false);
                 }
             }
-            Node::Inner {
-                depth,
-                prefix,
-                children,
-            } => {
-                let d = usize::from(*depth);
-                for c in children {
-                    let p = child_prefix(prefix, d, c.slot);
-                    if descend(&p, d + STEP_BITS) && !self.visit_node(&c.tree.id, descend, visit)? {
-                        return Ok(false);
-                    }
-                }
+        }
+        for s in node.subtrees() {
+            if scope.enters(&s.prefix, s.bits)
+                && !self.visit_node(&s.child.tree.id, scope, visit)?
+            {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -509,21 +561,30 @@ impl Trees {
         Ok(())
     }
 
-    /// The entries that differ between two trees, as `(key, in a, in b)`, in key order. Equal
-    /// subtrees are skipped by hash, so the cost follows the differences, not the tree sizes.
-    pub fn diff(&self, a: Option<TreeRef>, b: Option<TreeRef>) -> Result<Vec<Difference>> {
+    /// The entries within `scope` that differ between two trees, as `(key, in a, in b)`, in key
+    /// order. Equal subtrees are skipped by hash and subtrees outside the scope are never loaded,
+    /// so the cost follows the differences, not the tree sizes.
+    pub fn diff(
+        &self,
+        a: Option<TreeRef>,
+        b: Option<TreeRef>,
+        scope: &Scope,
+    ) -> Result<Vec<Difference>> {
         let mut out = Vec::new();
-        self.diff_into(a, b, &mut out)?;
+        self.diff_into(a, b, (&[], 0), scope, &mut out)?;
         Ok(out)
     }
 
+    /// Diffs two subtrees whose keys all start with the first `at.1` bits of `at.0`.
     fn diff_into(
         &self,
         a: Option<TreeRef>,
         b: Option<TreeRef>,
+        at: (&[u8], usize),
+        scope: &Scope,
         out: &mut Vec<Difference>,
     ) -> Result<()> {
-        if a.map(|t| t.id) == b.map(|t| t.id) {
+        if a.map(|t| t.id) == b.map(|t| t.id) || !scope.enters(at.0, at.1) {
             return Ok(());
         }
         if let (Some(ta), Some(tb)) = (a, b) {
@@ -549,7 +610,8 @@ impl Trees {
                     slots.dedup();
                     for s in slots {
                         let find = |cs: &[Child]| cs.iter().find(|c| c.slot == s).map(|c| c.tree);
-                        self.diff_into(find(ca), find(cb), out)?;
+                        let p = child_prefix(pa, da, s);
+                        self.diff_into(find(ca), find(cb), (&p, da + STEP_BITS), scope, out)?;
                     }
                     return Ok(());
                 }
@@ -557,29 +619,30 @@ impl Trees {
                 let b_holds_a = db < da && has_prefix(pa, pb, db);
                 if a_holds_b || b_holds_a {
                     // One node sits inside one child of the other: pair it with that child.
-                    let (outer, inner_ref, slot) = if a_holds_b {
-                        (ca, tb, slot_at(pb, da))
+                    let (outer, outer_prefix, d, inner_ref, slot) = if a_holds_b {
+                        (ca, pa, da, tb, slot_at(pb, da))
                     } else {
-                        (cb, ta, slot_at(pa, db))
+                        (cb, pb, db, ta, slot_at(pa, db))
                     };
                     let start = out.len();
                     let mut paired = false;
                     for c in outer {
                         let other = (c.slot == slot).then_some(inner_ref);
                         paired |= other.is_some();
-                        if a_holds_b {
-                            self.diff_into(Some(c.tree), other, out)?;
-                        } else {
-                            self.diff_into(other, Some(c.tree), out)?;
-                        }
+                        let p = child_prefix(outer_prefix, d, c.slot);
+                        let (x, y) = match a_holds_b {
+                            true => (Some(c.tree), other),
+                            false => (other, Some(c.tree)),
+                        };
+                        self.diff_into(x, y, (&p, d + STEP_BITS), scope, out)?;
                     }
                     if !paired {
-                        let (x, y) = if a_holds_b {
-                            (None, Some(inner_ref))
-                        } else {
-                            (Some(inner_ref), None)
+                        let (x, y) = match a_holds_b {
+                            true => (None, Some(inner_ref)),
+                            false => (Some(inner_ref), None),
                         };
-                        self.diff_into(x, y, out)?;
+                        let p = child_prefix(outer_prefix, d, slot);
+                        self.diff_into(x, y, (&p, d + STEP_BITS), scope, out)?;
                     }
                     out[start..].sort_by(|p, q| p.key.cmp(&q.key));
                     return Ok(());
@@ -589,8 +652,8 @@ impl Trees {
         // Different shapes (a leaf against anything, or disjoint prefixes): compare entry lists.
         // This happens only where the structure changed, so the lists are small.
         let (mut ea, mut eb) = (Vec::new(), Vec::new());
-        self.collect(a, &mut ea)?;
-        self.collect(b, &mut eb)?;
+        self.collect(a, scope, &mut ea)?;
+        self.collect(b, scope, &mut eb)?;
         merge_diff(ea, eb, out);
         Ok(())
     }
@@ -861,7 +924,7 @@ mod tests {
 
     #[test]
     fn tree_region_touches_only_its_subtrees() {
-        use crate::geometry::{block_box_of_prefix, block_from_key, block_key};
+        use crate::geometry::{block_from_key, block_key};
         let store = Arc::new(Counting(MemEngine::new(), 0.into()));
         let builder = Trees::new(store.clone(), 16);
         let mut all = Vec::new();
@@ -891,16 +954,10 @@ mod tests {
             let trees = Trees::new(store.clone(), 1024); // empty cache: every node visited is read
             store.1.store(0, std::sync::atomic::Ordering::Relaxed);
             let mut found = Vec::new();
-            let overlaps = |p: &[u8], bits: usize| {
-                let (blo, bhi) = block_box_of_prefix(p, bits);
-                (0..3).all(|a| blo[a] <= hi[a] && lo[a] <= bhi[a])
-            };
+            let scope = Scope::Blocks(vec![(lo, hi)]);
             trees
-                .visit(root, &mut |p, bits| overlaps(p, bits), &mut |e| {
-                    let b = block_from_key(&e.key).unwrap();
-                    if (0..3).all(|a| lo[a] <= b[a] && b[a] <= hi[a]) {
-                        found.push(b);
-                    }
+                .visit(root, &scope, &mut |e| {
+                    found.push(block_from_key(&e.key).unwrap());
                     true
                 })
                 .unwrap();
@@ -914,6 +971,50 @@ mod tests {
                 "region of {region} blocks read {read} of {total_nodes} nodes"
             );
         }
+    }
+
+    #[test]
+    fn tree_diff_within_a_scope_is_the_full_diff_inside_it() {
+        use crate::geometry::{block_from_key, block_key, box_contains};
+        let (t, mem) = trees();
+        let block = |b: Point, v: u32| Entry {
+            key: block_key(b).to_vec(),
+            name: vec![],
+            object: ObjectId::of(&v.to_le_bytes()),
+        };
+        let mut all: Vec<Change> = Vec::new();
+        for z in 0..16 {
+            for y in 0..16 {
+                for x in 0..16 {
+                    all.push(Change::Put(block([x, y, z], 0)));
+                }
+            }
+        }
+        all.sort_by(|a, b| a.key().cmp(b.key()));
+        let a = put_all(&t, &mem, None, &all);
+        // Every 37th block changes, a few are deleted, a few are added outside the cube.
+        let mut changes: Vec<Change> = (0..4096)
+            .step_by(37)
+            .map(|i| [i % 16, (i / 16) % 16, i / 256])
+            .map(|b| match b[0] % 5 {
+                0 => Change::Delete(block_key(b).to_vec()),
+                _ => Change::Put(block(b, 1)),
+            })
+            .chain([Change::Put(block([20, 3, 3], 1))])
+            .collect();
+        changes.sort_by(|a, b| a.key().cmp(b.key()));
+        let b = put_all(&t, &mem, a, &changes);
+        let full = t.diff(a, b, &Scope::All).unwrap();
+        assert_eq!(full.len(), changes.len());
+        let bx = ([2, 3, 4], [9, 15, 11]);
+        let inside: Vec<_> = full
+            .iter()
+            .filter(|d| box_contains(bx, block_from_key(&d.key).unwrap()))
+            .cloned()
+            .collect();
+        assert!(!inside.is_empty() && inside.len() < full.len());
+        assert_eq!(t.diff(a, b, &Scope::Blocks(vec![bx])).unwrap(), inside);
+        assert!(t.diff(a, b, &Scope::Blocks(vec![])).unwrap().is_empty());
     }
 
     proptest! {
@@ -942,7 +1043,7 @@ mod tests {
                 prop_assert_eq!(t.get(r2, &k.to_be_bytes()).unwrap(), Some(entry(k, v)));
             }
             // Diff against the first version names exactly the changed keys.
-            let diff = t.diff(r1, r2).unwrap();
+            let diff = t.diff(r1, r2, &Scope::All).unwrap();
             let mut before: BTreeMap<u32, u32> = BTreeMap::new();
             for (&k, v) in &first { if let Some(v) = v { before.insert(k, *v); } }
             let expected: Vec<u32> = before.keys().chain(model.keys()).copied()

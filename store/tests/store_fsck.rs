@@ -1,50 +1,56 @@
 //! `Store::fsck` passes a healthy store and catches damaged objects, in memory and on disk.
 
 use dvid_store::engine::MemEngine;
-use dvid_store::{
-    Codec, DataKind, InstanceSettings, ObjectId, ObjectStore, Result, Store, Subvolume,
-};
+use dvid_store::{Codec, InstanceSpec, ObjectId, ObjectStore, Result, Store, Subvolume};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-
-fn settings(name: &str, kind: DataKind) -> InstanceSettings {
-    InstanceSettings {
-        name: name.into(),
-        kind,
-        codec: Codec::Lz4,
-        block_size: [16, 16, 16],
-        voxel_size: [8.0; 3],
-        voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-        tags: BTreeMap::new(),
-    }
-}
 
 /// A repo with two instances, a committed root, a committed child and a mutable grandchild.
 fn fill(store: &Store) {
     let root = store.create_repo("fsck", "").unwrap().to_hex();
     store
-        .create_instance(&root, settings("gray", DataKind::Uint8Blk))
+        .create_instance(
+            &root,
+            "gray",
+            InstanceSpec::voxels("uint8blk", Codec::Lz4, 16).unwrap(),
+        )
         .unwrap();
     store
-        .create_instance(&root, settings("kv", DataKind::KeyValue))
+        .create_instance(&root, "kv", InstanceSpec::plain("keyvalue").unwrap())
         .unwrap();
     let sub = Subvolume::new([0, 0, 0], [64, 64, 32]).unwrap();
     let voxels: Vec<u8> = (0..64 * 64 * 32).map(|i| (i % 251) as u8).collect();
-    store.write_subvolume(&root, "gray", sub, &voxels).unwrap();
+    store
+        .write_subvolume(&store.handle(&root, "gray").unwrap(), sub, &voxels)
+        .unwrap();
     for i in 0..100 {
         store
-            .kv_put(&root, "kv", &format!("k{i}"), vec![i as u8; 100])
+            .kv_put(
+                &store.handle(&root, "kv").unwrap(),
+                &format!("k{i}"),
+                vec![i as u8; 100],
+            )
             .unwrap();
     }
     store.commit(&root, None, &[]).unwrap();
     let child = store.new_version(&root, "").unwrap().to_hex();
     store
-        .kv_put(&child, "kv", "k7", b"changed".to_vec())
+        .kv_put(
+            &store.handle(&child, "kv").unwrap(),
+            "k7",
+            b"changed".to_vec(),
+        )
         .unwrap();
     store.commit(&child, None, &[]).unwrap();
     let leaf = store.new_version(&child, "").unwrap().to_hex();
-    store.kv_put(&leaf, "kv", "mutable", b"x".to_vec()).unwrap();
+    store
+        .kv_put(
+            &store.handle(&leaf, "kv").unwrap(),
+            "mutable",
+            b"x".to_vec(),
+        )
+        .unwrap();
 }
 
 /// Objects whose stored bytes changed after they were written (bit rot under the engine).

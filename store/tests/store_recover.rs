@@ -1,19 +1,6 @@
 //! The fjall store reopens with every repo, version, tree and working entry it acknowledged.
 
-use dvid_store::{Codec, DataKind, InstanceSettings, Store, Subvolume};
-use std::collections::BTreeMap;
-
-fn kv() -> InstanceSettings {
-    InstanceSettings {
-        name: "kv".into(),
-        kind: DataKind::KeyValue,
-        codec: Codec::Lz4,
-        block_size: [64, 64, 64],
-        voxel_size: [8.0; 3],
-        voxel_units: ["nm".into(), "nm".into(), "nm".into()],
-        tags: BTreeMap::new(),
-    }
-}
+use dvid_store::{Codec, InstanceSpec, Store, Subvolume};
 
 #[test]
 fn store_recover_reopens_dag_trees_and_working_sets() {
@@ -22,28 +9,40 @@ fn store_recover_reopens_dag_trees_and_working_sets() {
     {
         let store = Store::open_fjall(dir.path()).unwrap();
         root = store.create_repo("recover", "reopen me").unwrap().to_hex();
-        store.create_instance(&root, kv()).unwrap();
-        let mut gray = kv();
-        gray.name = "gray".into();
-        gray.kind = DataKind::LabelBlk;
-        gray.block_size = [8, 8, 8];
-        store.create_instance(&root, gray).unwrap();
+        let kv = InstanceSpec::plain("keyvalue").unwrap();
+        store.create_instance(&root, "kv", kv).unwrap();
+        let labels = InstanceSpec::voxels("labelblk", Codec::Lz4, 8).unwrap();
+        store.create_instance(&root, "gray", labels).unwrap();
         for i in 0..500 {
             store
-                .kv_put(&root, "kv", &format!("key{i:04}"), vec![i as u8; 10])
+                .kv_put(
+                    &store.handle(&root, "kv").unwrap(),
+                    &format!("key{i:04}"),
+                    vec![i as u8; 10],
+                )
                 .unwrap();
         }
         let sub = Subvolume::new([-4, -4, -4], [20, 20, 20]).unwrap();
         store
-            .write_subvolume(&root, "gray", sub, &vec![3u8; 20 * 20 * 20 * 8])
+            .write_subvolume(
+                &store.handle(&root, "gray").unwrap(),
+                sub,
+                &vec![3u8; 20 * 20 * 20 * 8],
+            )
             .unwrap();
         store
             .commit(&root, Some("first"), &["line".into()])
             .unwrap();
         child = store.new_version(&root, "child").unwrap().to_hex();
-        store.kv_delete(&child, "kv", "key0000").unwrap();
         store
-            .kv_put(&child, "kv", "new", b"uncommitted".to_vec())
+            .kv_delete(&store.handle(&child, "kv").unwrap(), "key0000")
+            .unwrap();
+        store
+            .kv_put(
+                &store.handle(&child, "kv").unwrap(),
+                "new",
+                b"uncommitted".to_vec(),
+            )
             .unwrap();
         roots_before = store.resolve(&root).unwrap().roots;
     }
@@ -57,14 +56,21 @@ fn store_recover_reopens_dag_trees_and_working_sets() {
         let c = store.resolve(&child).unwrap();
         assert!(!c.locked);
         assert_eq!(c.parents, vec![r.id]);
-        assert_eq!(store.kv_keys(&root, "kv", None, None).unwrap().len(), 500);
-        let keys = store.kv_keys(&child, "kv", None, None).unwrap();
+        assert_eq!(
+            store
+                .kv_keys(&store.handle(&root, "kv").unwrap(), None, None)
+                .unwrap()
+                .len(),
+            500
+        );
+        let keys = store
+            .kv_keys(&store.handle(&child, "kv").unwrap(), None, None)
+            .unwrap();
         assert_eq!(keys.len(), 500);
         assert!(!keys.contains(&"key0000".to_string()) && keys.contains(&"new".to_string()));
         let back = store
             .read_subvolume(
-                &root,
-                "gray",
+                &store.handle(&root, "gray").unwrap(),
                 Subvolume::new([-4, -4, -4], [20, 20, 20]).unwrap(),
             )
             .unwrap();
@@ -72,7 +78,9 @@ fn store_recover_reopens_dag_trees_and_working_sets() {
         // The reopened store keeps working: commit the working set it recovered.
         store.commit(&child, None, &[]).unwrap();
         assert_eq!(
-            store.kv_get(&child, "kv", "new").unwrap(),
+            store
+                .kv_get(&store.handle(&child, "kv").unwrap(), "new")
+                .unwrap(),
             Some(b"uncommitted".to_vec())
         );
         // Ids keep counting up after reopening: a new repo does not reuse any.

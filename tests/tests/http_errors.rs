@@ -165,7 +165,7 @@ fn http_bad_requests_get_clear_4xx() {
             400,
             "compression",
         ),
-        ("GET", g("label/0_0_0"), vec![], 400, "labelblk"),
+        ("GET", g("label/0_0_0"), vec![], 400, "served by labelblk"),
         (
             "GET",
             format!("/api/node/{head}/kv/raw/0_1_2/8_8_8/0_0_0"),

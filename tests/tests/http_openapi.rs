@@ -1,6 +1,8 @@
-//! `/api/openapi.json` parses as OpenAPI and describes exactly the routes of the router. The router in
-//! node/src/http/mod.rs is the one list of routes: this test reads it, and checks with a live node that
-//! every described operation is served (not the 404 fallback, not 405).
+//! `/api/openapi.json` parses as OpenAPI and describes exactly the routes of the router. The routers
+//! are the one list of routes: the core's in node/src/http/mod.rs and each data type's in
+//! node/src/http/types/ (under `/api/node/{uuid}/{data}`). This test reads them, and checks with a
+//! live node that every described operation is served (not a 404 fallback, not 405), type routes on
+//! an instance of every type that serves them.
 
 use dvid_tests::{Node, Value};
 use std::collections::BTreeSet;
@@ -20,6 +22,17 @@ fn http_openapi_lists_every_route() {
 
     let dir = tempfile::tempdir().unwrap();
     let n = Node::start(dir.path(), &[]);
+    // One instance of every type the node serves, named after its type.
+    let root = n.new_repo("openapi");
+    let types: Value = n.get("/api/server/types").json().unwrap();
+    let types: Vec<String> = types.as_object().unwrap().keys().cloned().collect();
+    assert!(types.len() >= 3, "{types:?}");
+    for t in &types {
+        n.post_json(
+            &format!("/api/repo/{root}/instance"),
+            dvid_tests::json!({"typename": t, "dataname": t}),
+        );
+    }
     let r = n.get("/api/openapi.json");
     assert_eq!(r.status(), 200);
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
@@ -51,20 +64,38 @@ fn http_openapi_lists_every_route() {
         "the spec and the router differ:\n  routes not in the spec: {missing:?}\n  spec operations not routed: {extra:?}"
     );
 
-    // Every operation reaches its handler: any answer but the fallback's 404 or a 405.
+    // Every operation reaches its handler: any answer but a fallback's 404 or a 405. A type's route
+    // is served if an instance of some type takes it.
     for (method, path) in &routes {
-        let url = concrete(path);
-        let r = match method.as_str() {
-            "get" => n.get(&url),
-            "head" => n.head(&url),
-            "delete" => n.delete(&url),
-            _ => n.post(&url, Vec::new()),
+        let candidates: Vec<String> = match path.strip_prefix(INSTANCE) {
+            Some(_) => types
+                .iter()
+                .map(|t| {
+                    concrete(path)
+                        .replacen("/x/", &format!("/{t}/"), 1)
+                        .replacen(ANY_UUID, &root, 1)
+                })
+                .collect(),
+            None => vec![concrete(path)],
         };
-        let status = r.status().as_u16();
-        let text = r.text().unwrap_or_default();
+        let answers: Vec<String> = candidates
+            .iter()
+            .map(|url| {
+                let r = match method.as_str() {
+                    "get" => n.get(url),
+                    "head" => n.head(url),
+                    "delete" => n.delete(url),
+                    _ => n.post(url, Vec::new()),
+                };
+                let status = r.status().as_u16();
+                format!("{url}: {status} {}", r.text().unwrap_or_default())
+            })
+            .collect();
         assert!(
-            status != 405 && !text.contains("no endpoint"),
-            "{method} {url}: {status} {text}"
+            answers
+                .iter()
+                .any(|a| !a.contains(": 405 ") && !a.contains("no endpoint")),
+            "{method} {path} is served by no type: {answers:?}"
         );
     }
     println!(
@@ -74,17 +105,40 @@ fn http_openapi_lists_every_route() {
     );
 }
 
-/// The (method, path template) pairs of every `.route(...)` in the router, read from its source.
+/// Where the types' routes are mounted.
+const INSTANCE: &str = "/api/node/{uuid}/{data}";
+const ANY_UUID: &str = "0123456789abcdef0123456789abcdef";
+
+/// The (method, path template) pairs of every `.route(...)` in the routers, read from their
+/// source: the core's (less the route that dispatches to the types) and each type's, mounted.
 fn router_routes() -> BTreeSet<(String, String)> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/src/http/mod.rs");
-    let src = std::fs::read_to_string(&file).expect("reading the router");
-    let start = src
+    let http = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/src/http");
+    let core = std::fs::read_to_string(http.join("mod.rs")).expect("reading the router");
+    let start = core
         .find("Router::new()")
         .expect("Router::new() in the router");
-    let end = src[start..].find(".fallback(").expect(".fallback(") + start;
+    let end = core[start..].find(".fallback(").expect(".fallback(") + start;
+    let mut out = routes_in(&core[start..end], "");
+    for file in std::fs::read_dir(http.join("types")).unwrap() {
+        let file = file.unwrap().path();
+        if file.extension().is_some_and(|e| e == "rs") {
+            out.extend(routes_in(
+                &std::fs::read_to_string(&file).unwrap(),
+                INSTANCE,
+            ));
+        }
+    }
+    out
+}
+
+/// The routes of `.route(...)` calls in `src`, their paths prefixed.
+fn routes_in(src: &str, prefix: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for chunk in src[start..end].split(".route(").skip(1) {
+    for chunk in src.split(".route(").skip(1) {
         let path = chunk.split('"').nth(1).expect("a route's path literal");
+        if path.contains("{*rest}") {
+            continue; // the dispatch to the types' routers
+        }
         let handlers = &chunk[chunk.find(',').expect("a route's handlers")..];
         let mut found = false;
         for m in METHODS {
@@ -94,7 +148,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
                 !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
             });
             if called {
-                out.insert((m.to_string(), path.to_string()));
+                out.insert((m.to_string(), format!("{prefix}{path}")));
                 found = true;
             }
         }
@@ -108,7 +162,7 @@ fn concrete(template: &str) -> String {
     template
         .split('/')
         .map(|seg| match seg {
-            "{uuid}" => "0123456789abcdef0123456789abcdef",
+            "{uuid}" => ANY_UUID,
             "{dims}" => "0_1_2",
             "{size}" => "1_1_1",
             "{offset}" | "{point}" => "0_0_0",

@@ -1,23 +1,32 @@
 //! Info endpoints, in DVID's JSON shapes field for field (Neuroglancer and Python clients parse them).
 
+use super::types::{self, REGISTRY, Target};
 use super::{ApiError, ApiResult, AppState, blocking};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Uri, header};
 use axum::response::IntoResponse;
-use dvid_store::{DataKind, Instance, Replica, Repo, Version};
+use dvid_store::{Instance, Replica, Repo, Version};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+/// The core's help with each type's section.
+static HELP: LazyLock<String> = LazyLock::new(|| types::help(include_str!("help.txt")));
+
+/// The core's OpenAPI document with each type's paths.
+static OPENAPI: LazyLock<String> =
+    LazyLock::new(|| types::openapi(include_str!("openapi.json")).to_string());
 
 pub async fn help() -> &'static str {
-    include_str!("help.txt")
+    &HELP
 }
 
-/// The OpenAPI 3 description of every route in [`super::router`].
+/// The OpenAPI 3 description of every route in [`super::router`] and the types' routers.
 pub async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
+        OPENAPI.as_str(),
     )
 }
 
@@ -43,11 +52,12 @@ pub async fn server_info(State(s): State<AppState>) -> Json<Value> {
 }
 
 pub async fn server_types() -> Json<Value> {
-    Json(json!({
-        "uint8blk": "github.com/janelia-flyem/dvid/datatype/imageblk/uint8.go",
-        "labelblk": "github.com/janelia-flyem/dvid/datatype/labelblk",
-        "keyvalue": "github.com/janelia-flyem/dvid/datatype/keyvalue",
-    }))
+    Json(Value::Object(
+        REGISTRY
+            .iter()
+            .map(|t| (t.name().to_string(), json!(t.type_url())))
+            .collect(),
+    ))
 }
 
 pub async fn repos_info(State(s): State<AppState>) -> Json<Value> {
@@ -74,9 +84,10 @@ pub async fn instance_info(
     Path((uuid, data)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
-    let (root, inst) =
-        blocking(move || Ok((store.repo_root(&uuid)?, store.instance(&uuid, &data)?))).await?;
-    Ok(Json(instance_json(root, &inst)))
+    let (root, Target(h)) =
+        blocking(move || Ok((store.repo_root(&uuid)?, Target(store.handle(&uuid, &data)?))))
+            .await?;
+    Ok(Json(instance_json(root, &h.instance)?))
 }
 
 fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
@@ -107,7 +118,7 @@ fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
     let instances: serde_json::Map<String, Value> = r
         .instances
         .values()
-        .map(|i| (i.name.clone(), instance_json(r.root, i)))
+        .filter_map(|i| Some((i.name.clone(), instance_json(r.root, i).ok()?)))
         .collect();
     json!({
         "Root": r.root.to_hex(),
@@ -147,59 +158,21 @@ fn replica_json(r: &Replica) -> Value {
     }
 }
 
-fn instance_json(repo: dvid_store::Uuid, i: &Instance) -> Value {
-    let (type_url, type_version) = match i.kind {
-        DataKind::Uint8Blk => (
-            "github.com/janelia-flyem/dvid/datatype/imageblk/uint8.go",
-            "0.2",
-        ),
-        DataKind::LabelBlk => ("github.com/janelia-flyem/dvid/datatype/labelblk", "0.2"),
-        DataKind::KeyValue => ("github.com/janelia-flyem/dvid/datatype/keyvalue", "0.1"),
-    };
+/// DVID's instance info: `Base` from the core, `Extended` from the type's package.
+fn instance_json(repo: dvid_store::Uuid, i: &Instance) -> ApiResult<Value> {
+    let api = types::api_for(i.spec.datatype.name())?;
     let base = json!({
-        "TypeName": i.kind.name(),
-        "TypeURL": type_url,
-        "TypeVersion": type_version,
+        "TypeName": api.name(),
+        "TypeURL": api.type_url(),
+        "TypeVersion": api.type_version(),
         "DataUUID": i.data_uuid.to_hex(),
         "Name": i.name,
         "RepoUUID": repo.to_hex(),
-        "Compression": i.codec.describe(),
+        "Compression": api.compression(i),
         "Checksum": "No checksum",
         "Syncs": [],
         "Versioned": true,
-        "Tags": i.tags,
+        "Tags": i.spec.tags,
     });
-    let extended = match i.kind {
-        DataKind::KeyValue => json!({}),
-        DataKind::Uint8Blk | DataKind::LabelBlk => {
-            let (data_type, label) = if i.kind == DataKind::Uint8Blk {
-                ("uint8", "uint8")
-            } else {
-                ("uint64", "labelblk")
-            };
-            let bs = i.block_size;
-            let (min_point, max_point, min_index, max_index) = match i.extents {
-                Some((lo, hi)) => (
-                    json!(lo),
-                    json!(hi),
-                    json!([0, 1, 2].map(|a| lo[a].div_euclid(bs[a]))),
-                    json!([0, 1, 2].map(|a| hi[a].div_euclid(bs[a]))),
-                ),
-                None => (Value::Null, Value::Null, Value::Null, Value::Null),
-            };
-            json!({
-                "Values": [{ "DataType": data_type, "Label": label }],
-                "Interpolable": i.kind == DataKind::Uint8Blk,
-                "BlockSize": bs,
-                "VoxelSize": i.voxel_size,
-                "VoxelUnits": i.voxel_units,
-                "MinPoint": min_point,
-                "MaxPoint": max_point,
-                "MinIndex": min_index,
-                "MaxIndex": max_index,
-                "Background": 0,
-            })
-        }
-    };
-    json!({ "Base": base, "Extended": extended })
+    Ok(json!({ "Base": base, "Extended": api.extended(i) }))
 }

@@ -2,13 +2,13 @@
 //! blocking thread (fjall blocks), and answer with DVID's JSON shapes or a 4xx that says what was wrong.
 
 mod auth;
-mod data;
 mod diff;
 mod error;
 mod info;
 mod p2p;
 mod params;
 mod repo;
+mod types;
 
 pub use auth::Tokens;
 pub use error::{ApiError, ApiResult};
@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use dvid_store::Store;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -61,6 +61,7 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         started_at: dvid_store::catalog::now(),
         config: config.clone(),
     };
+    let routers = types::Routers::new(&state);
     let api = Router::new()
         .route("/api/help", get(info::help))
         .route("/api/openapi.json", get(info::openapi))
@@ -109,32 +110,10 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         .route("/api/p2p/push/{peer}/{uuid}", get(p2p::push_status))
         .route("/api/node/{uuid}/{data}/info", get(info::instance_info))
         .route("/api/node/{uuid}/{data}/diff/{other}", get(diff::diff))
+        // Every other path under an instance goes to its type's router (types/).
         .route(
-            "/api/node/{uuid}/{data}/raw/{dims}/{size}/{offset}",
-            get(data::get_raw).post(data::post_raw),
-        )
-        .route(
-            "/api/node/{uuid}/{data}/subvolblocks/{size}/{offset}",
-            get(data::subvol_blocks),
-        )
-        .route(
-            "/api/node/{uuid}/{data}/specificblocks",
-            get(data::specific_blocks),
-        )
-        .route("/api/node/{uuid}/{data}/label/{point}", get(data::label))
-        .route("/api/node/{uuid}/{data}/labels", get(data::labels))
-        .route(
-            "/api/node/{uuid}/{data}/key/{key}",
-            get(data::get_key)
-                .post(data::post_key)
-                .put(data::post_key)
-                .delete(data::delete_key)
-                .head(data::head_key),
-        )
-        .route("/api/node/{uuid}/{data}/keys", get(data::keys))
-        .route(
-            "/api/node/{uuid}/{data}/keyrange/{from}/{to}",
-            get(data::key_range),
+            "/api/node/{uuid}/{data}/{*rest}",
+            any(move |s: State<AppState>, req: Request| types::dispatch(routers, s, req)),
         )
         .fallback(info::not_found)
         .layer(DefaultBodyLimit::max(config.max_request_bytes))

@@ -5,7 +5,7 @@ use super::{ApiError, ApiResult, AppState, blocking};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use dvid_store::{Codec, DataKind, InstanceSettings};
+use dvid_store::{InstanceSpec, Settings};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -31,28 +31,17 @@ pub async fn create_instance(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let raw: BTreeMap<String, Value> = json_body(&body)?;
-    let settings = instance_settings(raw)?;
-    let name = settings.name.clone();
-    let kind = settings.kind;
-    blocking(move || s.store.create_instance(&uuid, settings)).await?;
-    Ok(Json(
-        json!({ "result": format!("Added {name:?} [{}]", kind.name()) }),
-    ))
+    let (name, spec) = instance_settings(raw)?;
+    let typename = spec.datatype.name();
+    let reply = format!("Added {name:?} [{typename}]");
+    blocking(move || s.store.create_instance(&uuid, &name, spec)).await?;
+    Ok(Json(json!({ "result": reply })))
 }
 
-/// Reads DVID's instance settings: string values (or JSON numbers and arrays), keys case-insensitive.
-fn instance_settings(raw: BTreeMap<String, Value>) -> ApiResult<InstanceSettings> {
-    let mut typename = None;
-    let mut name = None;
-    let mut block_size = None;
-    let mut voxel_size = [8.0f32; 3];
-    let mut voxel_units = [
-        "nanometers".to_string(),
-        "nanometers".to_string(),
-        "nanometers".to_string(),
-    ];
-    let mut codec = Codec::Lz4;
-    let mut tags = BTreeMap::new();
+/// Reads DVID's instance settings: string values (or JSON numbers and arrays), keys
+/// case-insensitive. `typename` and `dataname` are the request's; the rest go to the type.
+fn instance_settings(raw: BTreeMap<String, Value>) -> ApiResult<(String, InstanceSpec)> {
+    let mut pairs = Vec::new();
     for (k, v) in raw {
         let text = match &v {
             Value::String(s) => s.clone(),
@@ -69,81 +58,16 @@ fn instance_settings(raw: BTreeMap<String, Value>) -> ApiResult<InstanceSettings
                 )));
             }
         };
-        match k.to_ascii_lowercase().as_str() {
-            "typename" => typename = Some(text),
-            "dataname" => name = Some(text),
-            "blocksize" => block_size = Some(numbers::<i32>(&text, "BlockSize")?),
-            "voxelsize" => {
-                voxel_size = numbers::<f32>(&text, "VoxelSize")?;
-                // JSON has no NaN or infinity: the instance info would show them as null.
-                if !voxel_size.iter().all(|v| v.is_finite() && *v > 0.0) {
-                    return Err(ApiError::bad_request(format!(
-                        "VoxelSize {text:?}: expected three positive, finite numbers"
-                    )));
-                }
-            }
-            "voxelunits" => {
-                let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-                voxel_units = match parts.as_slice() {
-                    [one] => [one.to_string(), one.to_string(), one.to_string()],
-                    [a, b, c] => [a.to_string(), b.to_string(), c.to_string()],
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "VoxelUnits takes one unit or three, comma-separated",
-                        ));
-                    }
-                };
-            }
-            "compression" => codec = Codec::parse(&text)?,
-            "versioned" => {
-                if text.eq_ignore_ascii_case("false") {
-                    return Err(ApiError::bad_request(
-                        "unversioned instances are not supported: every instance is versioned",
-                    ));
-                }
-            }
-            "tags" => {
-                for pair in text.split(',').filter(|p| !p.is_empty()) {
-                    let (tk, tv) = pair.split_once('=').unwrap_or((pair, ""));
-                    tags.insert(tk.trim().to_string(), tv.trim().to_string());
-                }
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown instance setting {other:?}: known are typename, dataname, BlockSize, VoxelSize, VoxelUnits, Compression, Versioned, Tags"
-                )));
-            }
-        }
+        pairs.push((k, text));
     }
-    let typename =
-        typename.ok_or_else(|| ApiError::bad_request("instance creation needs \"typename\""))?;
-    let name = name.ok_or_else(|| ApiError::bad_request("instance creation needs \"dataname\""))?;
-    let kind = DataKind::parse(&typename)?;
-    if kind == DataKind::KeyValue && block_size.is_some() {
-        return Err(ApiError::bad_request(
-            "keyvalue instances have no BlockSize",
-        ));
-    }
-    Ok(InstanceSettings {
-        name,
-        kind,
-        codec,
-        block_size: block_size.unwrap_or([64, 64, 64]),
-        voxel_size,
-        voxel_units,
-        tags,
-    })
-}
-
-fn numbers<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<[T; 3]> {
-    let parsed: Option<Vec<T>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
-    parsed
-        .and_then(|v| <[T; 3]>::try_from(v).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "{what} {text:?}: expected three comma-separated numbers, like 64,64,64"
-            ))
-        })
+    let mut settings = Settings::new(pairs);
+    let typename = settings
+        .take("typename")
+        .ok_or_else(|| ApiError::bad_request("instance creation needs \"typename\""))?;
+    let name = settings
+        .take("dataname")
+        .ok_or_else(|| ApiError::bad_request("instance creation needs \"dataname\""))?;
+    Ok((name, InstanceSpec::parse(&typename, settings)?))
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@
 //! new version comes from the laptop for its edits and from any holder of its parent for the rest.
 
 use super::P2p;
-use dvid_protocol::heads::{self, ManifestRefusal};
+use dvid_protocol::heads::{self, ManifestRefusal, Standing};
 use dvid_protocol::pull::{Output, Pull, PullConfig};
 use dvid_protocol::wire::{Request, Response};
 use dvid_store::catalog::Uuid;
@@ -242,23 +242,28 @@ impl Jobs {
         if follow.is_empty() {
             return;
         }
-        for offered in p2p.offered() {
-            let uuid = offered.head.version;
-            if !follow.contains(&offered.head.repo) || holds(p2p, uuid) {
-                continue;
+        // A copy of the jobs, so the jobs lock is not held with the heads book's.
+        let jobs: Vec<(Uuid, JobStatus)> = {
+            let s = self.saved.lock().expect("jobs lock");
+            s.jobs
+                .values()
+                .map(|(spec, st)| (spec.uuid, st.clone()))
+                .collect()
+        };
+        let now = unix_now();
+        let wanted = p2p.to_follow(&follow, heads::FOLLOW_MAX_FAILURES, |uuid| {
+            let of_uuid = || jobs.iter().filter(|(u, _)| *u == uuid).map(|(_, st)| st);
+            let local = p2p.store.resolve(&uuid.to_hex()).ok();
+            Standing {
+                held: local.as_ref().is_some_and(|v| v.replica == Replica::Full),
+                pulling: of_uuid().any(|st| st.state.is_active()),
+                recent_failures: recent_failures(of_uuid(), now),
+                local_hash: local.and_then(|v| v.commit_hash),
             }
-            let (active, failed) = {
-                let s = self.saved.lock().expect("jobs lock");
-                let of_uuid = || s.jobs.values().filter(|(spec, _)| spec.uuid == uuid);
-                (
-                    of_uuid().any(|(_, st)| st.state.is_active()),
-                    recent_failures(of_uuid().map(|(_, st)| st), unix_now()),
-                )
-            };
-            if !active && failed < heads::FOLLOW_MAX_FAILURES {
-                tracing::info!(version = %uuid, "following: pulling a new version");
-                self.start(p2p, JobSpec::whole(uuid), None);
-            }
+        });
+        for (uuid, _) in wanted {
+            tracing::info!(version = %uuid, "following: pulling a new version");
+            self.start(p2p, JobSpec::whole(uuid), None);
         }
     }
 

@@ -333,6 +333,17 @@ impl P2p {
         self.state.lock().expect("state lock").heads.offered()
     }
 
+    /// The follow rule over the heads peers offer ([`dvid_protocol::heads::HeadsBook::to_follow`]).
+    pub fn to_follow(
+        &self,
+        follows: &std::collections::BTreeSet<Uuid>,
+        max_failures: usize,
+        standing: impl Fn(Uuid) -> dvid_protocol::heads::Standing,
+    ) -> Vec<(Uuid, ObjectId)> {
+        let state = self.state.lock().expect("state lock");
+        state.heads.to_follow(follows, max_failures, standing)
+    }
+
     /// The peers offering `version` (with commit hash `hash`, if given), as [`P2p::offered`] lists
     /// them: none for a version claimed with several hashes.
     pub fn offering(&self, version: Uuid, hash: Option<ObjectId>) -> Vec<PeerId> {

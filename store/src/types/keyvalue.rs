@@ -1,20 +1,55 @@
 //! Key-value data: values under string keys. The tree is keyed by BLAKE3 of the key (so it stays
 //! balanced whatever the keys look like) and keeps the key itself beside each entry.
 
-use crate::catalog::{DataKind, Instance, Version};
-use crate::store::WorkingEntry;
-use crate::tree::MAX_NAME_LEN;
-use crate::{ObjectId, Result, Store, StoreError};
+use super::{BlockGeometry, DataType, InstanceSpec, Settings};
+use crate::catalog::{Instance, Version};
+use crate::diff::KeyChange;
+use crate::store::{DataHandle, WorkingEntry};
+use crate::tree::{MAX_NAME_LEN, Scope};
+use crate::{ObjectId, Point, Result, Store, StoreError};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+
+pub struct KeyValue;
+
+pub static KEYVALUE: KeyValue = KeyValue;
+
+impl DataType for KeyValue {
+    fn name(&self) -> &'static str {
+        "keyvalue"
+    }
+
+    fn setting_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn parse_settings(&self, _: &mut Settings) -> Result<Option<BlockGeometry>> {
+        Ok(None)
+    }
+
+    /// Keys have no place in space: a region pull takes them all.
+    fn scope(&self, _: &InstanceSpec, _: Option<&[(Point, Point)]>) -> Scope {
+        Scope::All
+    }
+
+    fn describe_key(&self, _key: &[u8], name: &[u8]) -> String {
+        format!("key {:?}", String::from_utf8_lossy(name))
+    }
+
+    /// By name, as a reader looks for keys (their index is a hash).
+    fn diff_order(&self, a: &KeyChange, b: &KeyChange) -> Ordering {
+        a.name.cmp(&b.name)
+    }
+}
 
 /// Largest value accepted for one key.
 pub const MAX_VALUE_BYTES: usize = 256 * 1024 * 1024;
 
 impl Store {
     /// The value of `key`, or `None` if absent at this version.
-    pub fn kv_get(&self, uuid: &str, instance: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    pub fn kv_get(&self, h: &DataHandle, key: &str) -> Result<Option<Vec<u8>>> {
         let _gate = self.gate.read();
-        let (v, inst) = self.readable(uuid, instance)?;
+        let (v, inst) = self.readable(h)?;
         kv_only(&inst)?;
         check_key(key)?;
         match self.lookup(&inst, &v, &tree_key(key))? {
@@ -24,9 +59,9 @@ impl Store {
     }
 
     /// Sets `key` to `value` at a mutable version.
-    pub fn kv_put(&self, uuid: &str, instance: &str, key: &str, value: Vec<u8>) -> Result<()> {
+    pub fn kv_put(&self, h: &DataHandle, key: &str, value: Vec<u8>) -> Result<()> {
         let _gate = self.gate.read();
-        let (v, inst) = self.writable(uuid, instance)?;
+        let (v, inst) = self.writable(h)?;
         kv_only(&inst)?;
         check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
@@ -50,9 +85,9 @@ impl Store {
     }
 
     /// Deletes `key` at a mutable version; returns whether it was present.
-    pub fn kv_delete(&self, uuid: &str, instance: &str, key: &str) -> Result<bool> {
+    pub fn kv_delete(&self, h: &DataHandle, key: &str) -> Result<bool> {
         let _gate = self.gate.read();
-        let (v, inst) = self.writable(uuid, instance)?;
+        let (v, inst) = self.writable(h)?;
         kv_only(&inst)?;
         check_key(key)?;
         let lock = self.instance_lock(inst.id);
@@ -69,17 +104,16 @@ impl Store {
     /// Keys present at this version within `[from, to]` (inclusive; `None` is unbounded), sorted.
     pub fn kv_keys(
         &self,
-        uuid: &str,
-        instance: &str,
+        h: &DataHandle,
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<Vec<String>> {
         let _gate = self.gate.read();
-        let (v, inst) = self.readable(uuid, instance)?;
+        let (v, inst) = self.readable(h)?;
         kv_only(&inst)?;
         let mut present: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
         self.trees
-            .visit(v.roots.get(&inst.id).copied(), &mut |_, _| true, &mut |e| {
+            .visit(v.roots.get(&inst.id).copied(), &Scope::All, &mut |e| {
                 present.insert(e.name.clone(), true);
                 true
             })?;
@@ -123,11 +157,11 @@ fn check_key(key: &str) -> Result<()> {
 }
 
 fn kv_only(inst: &Instance) -> Result<()> {
-    if inst.kind != DataKind::KeyValue {
+    if inst.spec.datatype.name() != KEYVALUE.name() {
         return Err(StoreError::BadRequest(format!(
             "data instance {:?} is {}, not keyvalue",
             inst.name,
-            inst.kind.name()
+            inst.spec.datatype.name()
         )));
     }
     Ok(())

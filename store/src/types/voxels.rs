@@ -1,0 +1,319 @@
+//! The voxel types (uint8blk, labelblk): their block geometry, how a region prunes their block
+//! index, and subvolume reads and writes at any offset and size. Partial blocks are
+//! read-modify-written, so clients need not align to blocks (DVID demands it).
+
+use super::{DataType, InstanceSpec, Settings};
+use crate::catalog::Instance;
+use crate::codec::decode_block;
+use crate::diff::KeyChange;
+use crate::geometry::{Point, Subvolume, block_from_key, block_key, intersection_runs};
+use crate::store::{DataHandle, WorkingEntry};
+use crate::tree::Scope;
+use crate::{Codec, ObjectId, Result, Store, StoreError};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// Largest block edge accepted, and largest block in bytes, so one block stays a modest object.
+pub const MAX_BLOCK_EDGE: i32 = 512;
+pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
+
+/// A voxel type: blocks of fixed-size voxels under Morton block keys.
+pub struct VoxelType {
+    pub name: &'static str,
+    pub voxel_bytes: usize,
+    /// Block size when a create request gives none.
+    pub default_block_size: Point,
+}
+
+/// How a voxel instance's volume is cut into blocks and stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockGeometry {
+    pub codec: Codec,
+    pub block_size: Point,
+    pub voxel_size: [f32; 3],
+    pub voxel_units: [String; 3],
+}
+
+impl BlockGeometry {
+    /// Checks the block size against the limits, for blocks of `voxel_bytes`-byte voxels.
+    pub fn check(&self, voxel_bytes: usize) -> Result<()> {
+        let bs = self.block_size;
+        if bs.iter().any(|&s| !(1..=MAX_BLOCK_EDGE).contains(&s)) {
+            return Err(StoreError::BadRequest(format!(
+                "BlockSize {bs:?}: each edge must be 1..={MAX_BLOCK_EDGE}"
+            )));
+        }
+        let bytes = bs.iter().map(|&s| s as usize).product::<usize>() * voxel_bytes;
+        if bytes > MAX_BLOCK_BYTES {
+            return Err(StoreError::BadRequest(format!(
+                "BlockSize {bs:?} makes {bytes}-byte blocks; the limit is {MAX_BLOCK_BYTES}"
+            )));
+        }
+        if !self.voxel_size.iter().all(|v| v.is_finite() && *v > 0.0) {
+            // JSON has no NaN or infinity: the instance info would show them as null.
+            return Err(StoreError::BadRequest(format!(
+                "VoxelSize {:?}: expected three positive, finite numbers",
+                self.voxel_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The inclusive block box holding the inclusive voxel box `(lo, hi)`.
+    pub fn block_box(&self, (lo, hi): (Point, Point)) -> (Point, Point) {
+        let bs = self.block_size;
+        (
+            std::array::from_fn(|a| lo[a].div_euclid(bs[a])),
+            std::array::from_fn(|a| hi[a].div_euclid(bs[a])),
+        )
+    }
+}
+
+/// A voxel instance's geometry with its voxel size in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Voxels<'a> {
+    pub geometry: &'a BlockGeometry,
+    pub voxel_bytes: usize,
+}
+
+impl Voxels<'_> {
+    pub fn block_size(&self) -> Point {
+        self.geometry.block_size
+    }
+
+    /// Bytes of one uncompressed block.
+    pub fn block_bytes(&self) -> usize {
+        self.geometry
+            .block_size
+            .iter()
+            .map(|&s| s as usize)
+            .product::<usize>()
+            * self.voxel_bytes
+    }
+}
+
+impl Instance {
+    /// The instance's voxel geometry; a client's error if it is not of a voxel type.
+    pub fn voxels(&self) -> Result<Voxels<'_>> {
+        match (self.spec.datatype.voxel_bytes(), &self.spec.geometry) {
+            (Some(voxel_bytes), Some(geometry)) => Ok(Voxels {
+                geometry,
+                voxel_bytes,
+            }),
+            _ => Err(StoreError::BadRequest(format!(
+                "data instance {:?} is {}, not a voxel type",
+                self.name,
+                self.spec.datatype.name()
+            ))),
+        }
+    }
+}
+
+impl DataType for VoxelType {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn setting_names(&self) -> &'static [&'static str] {
+        &["BlockSize", "VoxelSize", "VoxelUnits", "Compression"]
+    }
+
+    fn parse_settings(&self, settings: &mut Settings) -> Result<Option<BlockGeometry>> {
+        let block_size = match settings.take("blocksize") {
+            Some(text) => numbers::<i32>(&text, "BlockSize")?,
+            None => self.default_block_size,
+        };
+        let voxel_size = match settings.take("voxelsize") {
+            Some(text) => numbers::<f32>(&text, "VoxelSize")?,
+            None => [8.0; 3],
+        };
+        let voxel_units = match settings.take("voxelunits") {
+            None => std::array::from_fn(|_| "nanometers".to_string()),
+            Some(text) => {
+                let parts: Vec<String> = text.split(',').map(|p| p.trim().to_string()).collect();
+                match parts.as_slice() {
+                    [one] => std::array::from_fn(|_| one.clone()),
+                    [a, b, c] => [a.clone(), b.clone(), c.clone()],
+                    _ => {
+                        return Err(StoreError::BadRequest(
+                            "VoxelUnits takes one unit or three, comma-separated".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let codec = match settings.take("compression") {
+            Some(text) => Codec::parse(&text)?,
+            None => Codec::Lz4,
+        };
+        Ok(Some(BlockGeometry {
+            codec,
+            block_size,
+            voxel_size,
+            voxel_units,
+        }))
+    }
+
+    fn voxel_bytes(&self) -> Option<usize> {
+        Some(self.voxel_bytes)
+    }
+
+    fn scope(&self, spec: &InstanceSpec, regions: Option<&[(Point, Point)]>) -> Scope {
+        match (regions, &spec.geometry) {
+            (Some(regions), Some(g)) => {
+                Scope::Blocks(regions.iter().map(|&r| g.block_box(r)).collect())
+            }
+            _ => Scope::All,
+        }
+    }
+
+    fn describe_key(&self, key: &[u8], _name: &[u8]) -> String {
+        match block_from_key(key) {
+            Some([x, y, z]) => format!("block ({x},{y},{z})"),
+            None => format!("index {key:02x?}"),
+        }
+    }
+
+    /// Blocks in index (Morton) order.
+    fn diff_order(&self, a: &KeyChange, b: &KeyChange) -> Ordering {
+        a.index.cmp(&b.index)
+    }
+}
+
+fn numbers<T: std::str::FromStr>(text: &str, what: &str) -> Result<[T; 3]> {
+    let parsed: Option<Vec<T>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
+    parsed
+        .and_then(|v| <[T; 3]>::try_from(v).ok())
+        .ok_or_else(|| {
+            StoreError::BadRequest(format!(
+                "{what} {text:?}: expected three comma-separated numbers, like 64,64,64"
+            ))
+        })
+}
+
+impl Store {
+    /// Reads a subvolume; voxels never written read as 0. Bytes are x fastest, then y, then z.
+    pub fn read_subvolume(&self, h: &DataHandle, sub: Subvolume) -> Result<Vec<u8>> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.readable(h)?;
+        let vox = inst.voxels()?;
+        let (bs, vb) = (vox.block_size(), vox.voxel_bytes);
+        sub.check_block_count(bs)?;
+        let len = usize::try_from(sub.voxels().saturating_mul(vb as u64))
+            .map_err(|_| StoreError::BadRequest("subvolume too large for this machine".into()))?;
+        let blocks = sub.blocks(bs);
+        self.check_blocks_held(&v, &inst, &blocks)?;
+        let decoded: Vec<(Point, Option<Vec<u8>>)> = blocks
+            .par_iter()
+            .map(|&b| Ok((b, self.block_at(&inst, &v, b)?)))
+            .collect::<Result<_>>()?;
+        let mut out = vec![0u8; len];
+        for (b, data) in decoded {
+            if let Some(data) = data {
+                intersection_runs(b, bs, &sub, vb, |bi, si, n| {
+                    out[si..si + n].copy_from_slice(&data[bi..bi + n]);
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a subvolume (`data.len()` must equal voxels × voxel bytes) to a mutable version.
+    pub fn write_subvolume(&self, h: &DataHandle, sub: Subvolume, data: &[u8]) -> Result<()> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.writable(h)?;
+        let vox = inst.voxels()?;
+        let (bs, vb) = (vox.block_size(), vox.voxel_bytes);
+        sub.check_block_count(bs)?;
+        let expected = sub.voxels().saturating_mul(vb as u64);
+        if data.len() as u64 != expected {
+            return Err(StoreError::BadRequest(format!(
+                "body has {} bytes; a {}x{}x{} subvolume of {} needs {expected}",
+                data.len(),
+                sub.size[0],
+                sub.size[1],
+                sub.size[2],
+                inst.spec.datatype.name()
+            )));
+        }
+        self.check_blocks_held(&v, &inst, &sub.blocks(bs))?;
+        let lock = self.instance_lock(inst.id);
+        let _held = lock.lock();
+        // Re-read under the lock: extents may have moved since `writable`.
+        let (_, inst) = self.readable(h)?;
+        let (block_bytes, codec) = (vox.block_bytes(), vox.geometry.codec);
+        let encoded: Vec<(Point, ObjectId, Vec<u8>)> = sub
+            .blocks(bs)
+            .par_iter()
+            .map(|&b| {
+                let mut block = if sub.covers_block(b, bs) {
+                    vec![0u8; block_bytes]
+                } else {
+                    self.block_at(&inst, &v, b)?
+                        .unwrap_or_else(|| vec![0u8; block_bytes])
+                };
+                intersection_runs(b, bs, &sub, vb, |bi, si, n| {
+                    block[bi..bi + n].copy_from_slice(&data[si..si + n]);
+                });
+                let payload = codec.encode(&block);
+                Ok((b, ObjectId::of(&payload), payload))
+            })
+            .collect::<Result<_>>()?;
+        let mut objects = Vec::with_capacity(encoded.len());
+        let mut entries = Vec::with_capacity(encoded.len());
+        for (b, id, payload) in encoded {
+            entries.push((
+                block_key(b).to_vec(),
+                WorkingEntry {
+                    object: Some(id),
+                    name: vec![],
+                },
+            ));
+            objects.push((id, payload));
+        }
+        let mut extra = Vec::new();
+        let grown = grow_extents(inst.extents, &sub);
+        if Some(grown) != inst.extents {
+            let mut updated = inst.clone();
+            updated.extents = Some(grown);
+            extra.push(self.update_instance(&updated)?);
+        }
+        self.write_working(&inst, &v, objects, entries, extra)
+    }
+
+    /// Uncompressed voxels of the blocks that exist among `blocks`, in the order asked.
+    pub fn read_blocks(&self, h: &DataHandle, blocks: &[Point]) -> Result<Vec<(Point, Vec<u8>)>> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.readable(h)?;
+        inst.voxels()?;
+        self.check_blocks_held(&v, &inst, blocks)?;
+        let found: Vec<Option<(Point, Vec<u8>)>> = blocks
+            .par_iter()
+            .map(|&b| Ok(self.block_at(&inst, &v, b)?.map(|d| (b, d))))
+            .collect::<Result<_>>()?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Decoded voxels of one block at a version, or `None` if never written.
+    fn block_at(&self, inst: &Instance, v: &crate::Version, b: Point) -> Result<Option<Vec<u8>>> {
+        match self.lookup(inst, v, &block_key(b))? {
+            None => Ok(None),
+            Some(e) => Ok(Some(decode_block(
+                &self.object(&e.object)?,
+                inst.voxels()?.block_bytes(),
+            )?)),
+        }
+    }
+}
+
+fn grow_extents(current: Option<(Point, Point)>, sub: &Subvolume) -> (Point, Point) {
+    let last = sub.last();
+    match current {
+        None => (sub.offset, last),
+        Some((lo, hi)) => (
+            std::array::from_fn(|a| lo[a].min(sub.offset[a])),
+            std::array::from_fn(|a| hi[a].max(last[a])),
+        ),
+    }
+}
