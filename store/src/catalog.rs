@@ -3,7 +3,7 @@
 
 use crate::geometry::Point;
 use crate::tree::TreeRef;
-use crate::types::{InstanceSpec, TypeRef};
+use crate::types::InstanceSpec;
 use crate::{ObjectId, Result, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,12 +84,6 @@ pub struct Instance {
     pub spec: InstanceSpec,
     /// Inclusive voxel bounds of everything ever written, across versions (as DVID keeps them).
     pub extents: Option<(Point, Point)>,
-}
-
-impl Instance {
-    pub fn datatype(&self) -> TypeRef {
-        self.spec.datatype
-    }
 }
 
 /// A repo: alias, description, log, instances, and the ids of its versions.
