@@ -77,6 +77,11 @@ pub enum Command {
         /// Token that reads must carry (the write token also works); reads are open without it.
         #[arg(long, env = "DVID_READ_TOKEN", hide_env_values = true)]
         read_token: Option<String>,
+        /// Origin that browser pages may read and write from (repeatable), like
+        /// https://viewer.example.org. Without any, pages of every origin may read (Neuroglancer
+        /// anywhere) and none may write.
+        #[arg(long)]
+        cors_origin: Vec<String>,
     },
     /// Check a stopped node's store: re-hash every object, walk every tree, check the version DAG.
     /// Exits non-zero if anything is wrong.
@@ -191,6 +196,19 @@ pub enum Command {
         /// A line for the version's log (repeatable).
         #[arg(long)]
         log: Vec<String>,
+        /// First bring every instance's multiscale levels (made by `downres`) up to date.
+        #[arg(long)]
+        downres: bool,
+    },
+    /// Build an image or label instance's multiscale levels NAME_1, NAME_2, ... (each 2x
+    /// coarser, as Neuroglancer reads them) at a mutable version. Only blocks written in the
+    /// version are reduced, once the version's parent has levels.
+    Downres {
+        uuid: String,
+        name: String,
+        /// Levels to build; default: until the whole extent fits in one block.
+        #[arg(long)]
+        levels: Option<u32>,
     },
     /// Create a child of a locked version on a new branch.
     Branch {
@@ -246,33 +264,38 @@ pub fn main() -> ExitCode {
             misbehave,
             write_token,
             read_token,
-        } => serve(ServeConfig {
-            backend: if memory {
-                Backend::Memory
-            } else {
-                Backend::Fjall(data_dir)
-            },
-            http_addr: http,
-            http: HttpConfig {
-                max_request_bytes,
-                tokens: Tokens {
-                    write: write_token.filter(|t| !t.is_empty()),
-                    read: read_token.filter(|t| !t.is_empty()),
+            cors_origin,
+        } => match crate::http::CorsOrigins::from_args(&cors_origin) {
+            Err(why) => Err(anyhow::anyhow!(why)),
+            Ok(cors) => serve(ServeConfig {
+                backend: if memory {
+                    Backend::Memory
+                } else {
+                    Backend::Fjall(data_dir)
                 },
-            },
-            p2p: P2pConfig {
-                listen,
-                peers: peer,
-                mdns,
-                max_upload_rate,
-                max_peer_upload_rate,
-                limits: crate::p2p::guard::Limits {
-                    requests_per_sec: max_peer_requests_per_sec.max(1.0),
-                    ..Default::default()
+                http_addr: http,
+                http: HttpConfig {
+                    max_request_bytes,
+                    tokens: Tokens {
+                        write: write_token.filter(|t| !t.is_empty()),
+                        read: read_token.filter(|t| !t.is_empty()),
+                    },
+                    cors,
                 },
-                misbehave,
-            },
-        }),
+                p2p: P2pConfig {
+                    listen,
+                    peers: peer,
+                    mdns,
+                    max_upload_rate,
+                    max_peer_upload_rate,
+                    limits: crate::p2p::guard::Limits {
+                        requests_per_sec: max_peer_requests_per_sec.max(1.0),
+                        ..Default::default()
+                    },
+                    misbehave,
+                },
+            }),
+        },
         Command::Id { data_dir } => crate::p2p::identity::load_or_create(&data_dir).map(|k| {
             crate::client::out(&k.public().to_peer_id().to_string());
         }),

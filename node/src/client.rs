@@ -105,8 +105,28 @@ impl Client {
                 }
                 self.post(&format!("/api/repo/{uuid}/instance"), body)?
             }
-            Command::Commit { uuid, note, log } => {
-                let mut body = json!({"log": log});
+            Command::Downres { uuid, name, levels } => {
+                let query = levels.map_or(String::new(), |n| format!("?levels={n}"));
+                let r = self.post(
+                    &format!("/api/node/{uuid}/{name}/downres{query}"),
+                    json!({}),
+                )?;
+                for level in r["levels"].as_array().into_iter().flatten() {
+                    out(&format!(
+                        "{} {} blocks",
+                        level["name"].as_str().unwrap_or("?"),
+                        level["blocks"]
+                    ));
+                }
+                return Ok(());
+            }
+            Command::Commit {
+                uuid,
+                note,
+                log,
+                downres,
+            } => {
+                let mut body = json!({"log": log, "downres": downres});
                 if let Some(n) = note {
                     body["note"] = json!(n);
                 }

@@ -941,8 +941,8 @@ impl Corpus {
         {
             for texture in 0..4 {
                 let raw = voxels(len, (i * 4 + texture) as u64, texture);
-                let a = Codec::Lz4.encode(&raw);
-                let z = Codec::Zstd(3).encode(&raw);
+                let a = Codec::Lz4.encode(&raw, [raw.len() as i32, 1, 1]);
+                let z = Codec::Zstd(3).encode(&raw, [raw.len() as i32, 1, 1]);
                 block_ids.push(ObjectId::of(&a));
                 lz4.push(Input {
                     bytes: a,

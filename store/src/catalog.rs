@@ -257,6 +257,44 @@ impl Catalog {
         Ok(seen.into_iter().collect())
     }
 
+    /// The versions of a branch (`master` names the root's unnamed branch), from its leaf back to
+    /// the repo's root along first parents, with the other parents of merges listed before the
+    /// parent ascended (DVID's order). Empty if no version of the repo is on the branch.
+    pub fn branch_versions(&self, repo: u32, branch: &str) -> Result<Vec<Uuid>> {
+        let on_branch =
+            |v: &Version| v.branch == branch || (branch == "master" && v.branch.is_empty());
+        let repo = self
+            .repos
+            .get(&repo)
+            .ok_or_else(|| StoreError::NotFound("repo".into()))?;
+        let Some(mut cur) = repo
+            .versions
+            .iter()
+            .filter_map(|id| self.versions.get(id))
+            .find(|v| on_branch(v))
+        else {
+            return Ok(vec![]);
+        };
+        // Down to the branch's leaf: a branch has at most one child on it.
+        while let Some(child) = cur
+            .children
+            .iter()
+            .filter_map(|id| self.versions.get(id))
+            .find(|c| c.branch == cur.branch)
+        {
+            cur = child;
+        }
+        let mut out = vec![cur.uuid];
+        while let Some((last, others)) = cur.parents.split_last() {
+            for p in others {
+                out.push(self.version(*p)?.uuid);
+            }
+            cur = self.version(*last)?;
+            out.push(cur.uuid);
+        }
+        Ok(out)
+    }
+
     /// A merge base of several versions: a common ancestor that is not an ancestor of another common
     /// ancestor; among several such (criss-cross histories), the newest.
     pub fn merge_base(&self, versions: &[u32]) -> Result<Option<u32>> {
@@ -339,6 +377,7 @@ mod tests {
         use crate::Codec;
         assert_eq!(enc(&Codec::Lz4), [0]);
         assert_eq!(enc(&Codec::Zstd(3)), [1, 6]); // zigzag varint of 3
+        assert_eq!(enc(&Codec::Jpeg(80)), [2, 80]);
         assert_eq!(enc(&crate::Replica::Full), [0]);
         assert_eq!(enc(&crate::Replica::MetadataOnly), [2]);
         let part = crate::Restriction {

@@ -11,6 +11,7 @@ pub mod engine;
 mod error;
 mod fsck;
 pub mod geometry;
+pub mod jpeg;
 pub mod keys;
 pub mod manifest;
 pub mod object;

@@ -2,8 +2,10 @@
 //! objects a pull has stored. The sync engine (in `dvid-protocol`) moves the objects between the two.
 
 use crate::catalog::{Instance, Repo, Uuid, Version, now};
+use crate::geometry::{Point, block_from_key};
 use crate::manifest::{InstanceDef, Replica, Restriction, VersionDef, VersionManifest};
 use crate::records::put_record;
+use crate::tree::Scope;
 use crate::{Result, Store, StoreError, keys};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -106,6 +108,7 @@ impl Store {
                 )));
             }
         }
+        let pulled_extents = self.pulled_extents(m, target, restriction.as_ref(), &pulled)?;
         let _gate = self.gate.write();
         let mut c = self.catalog.write();
         let mut next = c.clone();
@@ -145,6 +148,18 @@ impl Store {
                 }
             };
             local_instance.insert(d.data_uuid, id);
+            if let (Some(&(lo, hi)), Some(i)) = (
+                pulled_extents.get(&d.data_uuid),
+                repo.instances.get_mut(&d.name),
+            ) {
+                i.extents = Some(match i.extents {
+                    None => (lo, hi),
+                    Some((a, b)) => (
+                        std::array::from_fn(|k| a[k].min(lo[k])),
+                        std::array::from_fn(|k| b[k].max(hi[k])),
+                    ),
+                });
+            }
         }
         let mut touched = BTreeSet::new();
         for (i, d) in m.versions.iter().enumerate() {
@@ -227,6 +242,54 @@ impl Store {
         self.meta.write(batch)?;
         *c = next;
         Ok(target.uuid)
+    }
+}
+
+impl Store {
+    /// The voxel extents of what a pull brought, by voxel instance: the box of its blocks (block
+    /// aligned: the peer's exact extents are not part of what its manifest signs). Read from the
+    /// local copies of the pulled trees, within the part pulled.
+    fn pulled_extents(
+        &self,
+        m: &VersionManifest,
+        target: &VersionDef,
+        restriction: Option<&Restriction>,
+        pulled: &dyn Fn(&Uuid) -> bool,
+    ) -> Result<BTreeMap<Uuid, (Point, Point)>> {
+        let mut out = BTreeMap::new();
+        for d in &m.instances {
+            let (Some(g), Some(root)) = (&d.spec.geometry, target.roots.get(&d.data_uuid)) else {
+                continue;
+            };
+            if !pulled(&d.data_uuid) {
+                continue;
+            }
+            let scope = restriction.map_or(Scope::All, |r| r.scope(d));
+            let mut bounds: Option<(Point, Point)> = None;
+            self.trees.visit(Some(*root), &scope, &mut |e| {
+                if let Some(b) = block_from_key(&e.key) {
+                    bounds = Some(match bounds {
+                        None => (b, b),
+                        Some((lo, hi)) => (
+                            std::array::from_fn(|a| lo[a].min(b[a])),
+                            std::array::from_fn(|a| hi[a].max(b[a])),
+                        ),
+                    });
+                }
+                true
+            })?;
+            if let Some((lo, hi)) = bounds {
+                let bs = g.block_size;
+                out.insert(
+                    d.data_uuid,
+                    (
+                        std::array::from_fn(|a| lo[a] * bs[a]),
+                        std::array::from_fn(|a| (hi[a] + 1) * bs[a] - 1),
+                    ),
+                );
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -182,13 +182,6 @@ fn http_bad_requests_get_clear_4xx() {
             "not found",
         ),
         (
-            "GET",
-            format!("/api/node/{head}/kv/keyrange/z/a"),
-            vec![],
-            400,
-            "sorts after",
-        ),
-        (
             "POST",
             "/api/repos".into(),
             b"{not json".to_vec(),

@@ -34,6 +34,11 @@ fn keyvalue_crud_keys_and_ranges() {
         n.get_json(&format!("/api/node/{root}/kv/keyrange/a%2F/c")),
         json!(["a/slash", "b", "c"])
     );
+    // A start after the end is an empty range, as DVID answers.
+    assert_eq!(
+        n.get_json(&format!("/api/node/{root}/kv/keyrange/c/a")),
+        json!([])
+    );
     assert_eq!(n.delete(&key("b")).status(), 200);
     assert_eq!(n.get(&key("b")).status(), 404);
     n.commit(&root);

@@ -61,7 +61,12 @@ fn p2p_laptop_edits_come_back_and_merge() {
     let server = Node::start(ds.path(), &["--listen", &listen]);
     let server_id = server.peer_id();
     let root = server.new_repo("lab");
-    server.new_instance(&root, "uint8blk", "grayscale", json!({}));
+    server.new_instance(
+        &root,
+        "uint8blk",
+        "grayscale",
+        json!({"BlockSize": "64,64,64"}),
+    );
     let original = test_volume(SIZE, 7);
     server.post_bytes(&whole(&root), original.clone());
     server.commit(&root);

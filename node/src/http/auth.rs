@@ -1,10 +1,12 @@
 //! Bearer tokens: with `--write-token`, every request that changes something needs it; with
-//! `--read-token`, reads need it (or the write token). Without tokens the API is open.
+//! `--read-token`, reads need it (or the write token). Without tokens the API is open. A browser
+//! sends its token as the `dvid_token` cookie (set by the login proxy of an https setup, as DVID's
+//! is), and a viewer gets it back from `/api/server/token` to send as a bearer token.
 
 use super::ApiError;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -38,14 +40,39 @@ impl Tokens {
     }
 }
 
-/// Refuses requests that lack the token their method needs, with 401.
-pub async fn require_token(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
-    let bearer = req
-        .headers()
+/// The name of the cookie that carries a browser's token.
+const TOKEN_COOKIE: &str = "dvid_token";
+
+/// The token a request carries: its bearer token, else its `dvid_token` cookie.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    bearer.or_else(|| {
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+            .map(str::trim)
+    })
+}
+
+/// `GET /api/server/token`: the token this request was admitted with, as text (empty when the
+/// node needs none), for viewers that then send it as `Authorization: Bearer` (Neuroglancer's
+/// DVID source over https asks here). Sent as `application/jwt`, DVID's tokens' type, so no
+/// newline is added to it as to text answers.
+pub async fn server_token(headers: HeaderMap) -> Response {
+    let token = presented(&headers).unwrap_or("").to_string();
+    ([(CONTENT_TYPE, "application/jwt")], token).into_response()
+}
+
+/// Refuses requests that lack the token their method needs, with 401.
+pub async fn require_token(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
+    let bearer = presented(req.headers());
     match tokens.admits(req.method(), bearer) {
         Ok(()) => next.run(req).await,
         Err(why) => {
@@ -90,5 +117,18 @@ mod tests {
         assert!(rw.admits(&Method::GET, Some("r")).is_ok());
         assert!(rw.admits(&Method::HEAD, Some("w")).is_ok());
         assert!(rw.admits(&Method::POST, Some("r")).is_err());
+    }
+
+    #[test]
+    fn auth_token_from_bearer_or_cookie() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), None);
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; dvid_token=abc ; b=2"),
+        );
+        assert_eq!(presented(&h), Some("abc"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
+        assert_eq!(presented(&h), Some("xyz"));
     }
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Uri, header};
 use axum::response::IntoResponse;
-use dvid_store::{Instance, Replica, Repo, Version};
+use dvid_store::{Instance, Point, Replica, Repo, Version};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -79,15 +79,34 @@ pub async fn repo_info(
     Ok(Json(repo_json(&repo, &versions)))
 }
 
+/// DVID's `branch-versions`: the branch's UUIDs from its leaf back to the root.
+pub async fn branch_versions(
+    State(s): State<AppState>,
+    Path((uuid, branch)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let c = s.store.catalog();
+    let repo = c.version(c.resolve(&uuid)?)?.repo;
+    let uuids = c.branch_versions(repo, &branch)?;
+    Ok(Json(json!(
+        uuids.iter().map(|u| u.to_hex()).collect::<Vec<_>>()
+    )))
+}
+
 pub async fn instance_info(
     State(s): State<AppState>,
     Path((uuid, data)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
-    let (root, Target(h)) =
-        blocking(move || Ok((store.repo_root(&uuid)?, Target(store.handle(&uuid, &data)?))))
-            .await?;
-    Ok(Json(instance_json(root, &h.instance)?))
+    let (root, version, Target(h)) = blocking(move || {
+        Ok((
+            store.repo_root(&uuid)?,
+            store.resolve(&uuid)?,
+            Target(store.handle(&uuid, &data)?),
+        ))
+    })
+    .await?;
+    let held = version.replica.regions(&h.instance.name);
+    Ok(Json(instance_json(root, &h.instance, held.as_deref())?))
 }
 
 fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
@@ -118,7 +137,13 @@ fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
     let instances: serde_json::Map<String, Value> = r
         .instances
         .values()
-        .filter_map(|i| Some((i.name.clone(), instance_json(r.root, i).ok()?)))
+        .filter_map(|i| {
+            let held = held_in_repo(i, r.versions.iter().filter_map(|id| versions.get(id)));
+            Some((
+                i.name.clone(),
+                instance_json(r.root, i, held.as_deref()).ok()?,
+            ))
+        })
         .collect();
     json!({
         "Root": r.root.to_hex(),
@@ -158,9 +183,39 @@ fn replica_json(r: &Replica) -> Value {
     }
 }
 
-/// DVID's instance info: `Base` from the core, `Extended` from the type's package.
-fn instance_json(repo: dvid_store::Uuid, i: &Instance) -> ApiResult<Value> {
+/// The voxel boxes this node holds of an instance over a repo's versions: `None` if some version
+/// holds all of it.
+fn held_in_repo<'a>(
+    i: &Instance,
+    versions: impl Iterator<Item = &'a Version>,
+) -> Option<Vec<(Point, Point)>> {
+    let mut held = Vec::new();
+    for v in versions {
+        held.extend(v.replica.regions(&i.name)?);
+    }
+    Some(held)
+}
+
+/// DVID's instance info: `Base` from the core, `Extended` from the type's package. Of a partial
+/// replica (`held`: the voxel boxes held), the extents shown are those of the part held, so a
+/// viewer asks only for what this node can serve.
+fn instance_json(
+    repo: dvid_store::Uuid,
+    i: &Instance,
+    held: Option<&[(Point, Point)]>,
+) -> ApiResult<Value> {
     let api = types::api_for(i.spec.datatype.name())?;
+    let clipped;
+    let i = match (held, i.extents) {
+        (Some(boxes), Some(extents)) => {
+            clipped = Instance {
+                extents: clip(extents, boxes),
+                ..i.clone()
+            };
+            &clipped
+        }
+        _ => i,
+    };
     let base = json!({
         "TypeName": api.name(),
         "TypeURL": api.type_url(),
@@ -175,4 +230,18 @@ fn instance_json(repo: dvid_store::Uuid, i: &Instance) -> ApiResult<Value> {
         "Tags": i.spec.tags,
     });
     Ok(json!({ "Base": base, "Extended": api.extended(i) }))
+}
+
+/// `extents` within the bounding box of `boxes` (`None`: nothing of it is held).
+fn clip(extents: (Point, Point), boxes: &[(Point, Point)]) -> Option<(Point, Point)> {
+    let (first, rest) = boxes.split_first()?;
+    let bound = rest.iter().fold(*first, |(lo, hi), (l, h)| {
+        (
+            std::array::from_fn(|a| lo[a].min(l[a])),
+            std::array::from_fn(|a| hi[a].max(h[a])),
+        )
+    });
+    let lo: Point = std::array::from_fn(|a| extents.0[a].max(bound.0[a]));
+    let hi: Point = std::array::from_fn(|a| extents.1[a].min(bound.1[a]));
+    (0..3).all(|a| lo[a] <= hi[a]).then_some((lo, hi))
 }

@@ -2,8 +2,10 @@
 //! blocking thread (fjall blocks), and answer with DVID's JSON shapes or a 4xx that says what was wrong.
 
 mod auth;
+mod cors;
 mod diff;
 mod error;
+mod formats;
 mod info;
 mod p2p;
 mod params;
@@ -11,6 +13,7 @@ mod repo;
 mod types;
 
 pub use auth::Tokens;
+pub use cors::CorsOrigins;
 pub use error::{ApiError, ApiResult};
 
 use axum::Router;
@@ -31,6 +34,8 @@ pub struct HttpConfig {
     pub max_request_bytes: usize,
     /// Bearer tokens that requests need, if any.
     pub tokens: Tokens,
+    /// Origins browsers may call the node from.
+    pub cors: CorsOrigins,
 }
 
 impl Default for HttpConfig {
@@ -38,6 +43,7 @@ impl Default for HttpConfig {
         Self {
             max_request_bytes: 1 << 30,
             tokens: Tokens::default(),
+            cors: CorsOrigins::default(),
         }
     }
 }
@@ -67,6 +73,7 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         .route("/api/openapi.json", get(info::openapi))
         .route("/api/server/info", get(info::server_info))
         .route("/api/server/types", get(info::server_types))
+        .route("/api/server/token", get(auth::server_token))
         .route("/api/repos/info", get(info::repos_info))
         .route("/api/repos", post(repo::create_repo))
         .route("/api/repo/{uuid}/info", get(info::repo_info))
@@ -76,6 +83,10 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
             get(repo::get_repo_log).post(repo::post_repo_log),
         )
         .route("/api/repo/{uuid}/merge", post(repo::merge))
+        .route(
+            "/api/repo/{uuid}/branch-versions/{branch}",
+            get(info::branch_versions),
+        )
         .route(
             "/api/node/{uuid}/commit",
             get(repo::get_commit).post(repo::commit),
@@ -127,9 +138,12 @@ pub fn router(store: Arc<Store>, p2p: crate::p2p::P2p, config: HttpConfig) -> Ro
         ))
         .with_state(state);
     // Outside the routes, so it sees the answers whole (axum adds a 405's Allow header last).
+    // CORS is outermost: preflights carry no token and are answered before the token check, and
+    // every answer, refusals included, carries the headers a page needs to read it.
     Router::new()
         .fallback_service(api)
         .layer(middleware::from_fn(finish_response))
+        .layer(config.cors.layer())
 }
 
 /// Finishes every answer the same way: a 405 says which methods the path takes (axum sends it

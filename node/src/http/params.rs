@@ -21,6 +21,17 @@ pub fn triple<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<[T; 3]>
     out.try_into().map_err(|_| bad())
 }
 
+/// Parses a 2-D size `a_b` (of a slice).
+pub fn pair(text: &str, what: &str) -> ApiResult<[u32; 2]> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "bad {what} {text:?}: a slice takes two integers joined by '_', like 512_512"
+        ))
+    };
+    let (a, b) = text.split_once('_').ok_or_else(bad)?;
+    Ok([a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?])
+}
+
 /// Parses a JSON object body, accepting any content type (DVID's clients often send none). An empty
 /// body reads as `{}` so optional fields default. Anything but an object is refused: serde would fill
 /// a struct from a JSON array field by field, in order, and DVID refuses that.

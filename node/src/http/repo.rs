@@ -76,6 +76,9 @@ struct CommitBody {
     note: Option<String>,
     #[serde(default)]
     log: Vec<String>,
+    /// Bring every instance's multiscale levels up to date first.
+    #[serde(default)]
+    downres: bool,
 }
 
 pub async fn commit(
@@ -84,8 +87,23 @@ pub async fn commit(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: CommitBody = json_body(&body)?;
-    let committed = blocking(move || s.store.commit(&uuid, req.note.as_deref(), &req.log)).await?;
-    Ok(Json(json!({ "committed": committed.to_hex() })))
+    let (levels, committed) = blocking(move || {
+        let levels = if req.downres {
+            s.store.refresh_levels(&uuid)?
+        } else {
+            vec![]
+        };
+        Ok((
+            levels,
+            s.store.commit(&uuid, req.note.as_deref(), &req.log)?,
+        ))
+    })
+    .await?;
+    let mut answer = json!({ "committed": committed.to_hex() });
+    if !levels.is_empty() {
+        answer["levels"] = json!(levels);
+    }
+    Ok(Json(answer))
 }
 
 pub async fn get_commit(

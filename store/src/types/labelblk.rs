@@ -8,7 +8,8 @@ use std::collections::HashMap;
 pub static LABELBLK: VoxelType = VoxelType {
     name: "labelblk",
     voxel_bytes: 8,
-    default_block_size: [64, 64, 64],
+    default_block_size: [32, 32, 32],
+    downsample: super::Downsample::Mode,
 };
 
 impl Store {

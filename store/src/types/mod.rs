@@ -4,11 +4,13 @@
 
 mod keyvalue;
 mod labelblk;
+mod multiscale;
 mod uint8blk;
 mod voxels;
 
 pub use keyvalue::MAX_VALUE_BYTES;
-pub use voxels::{BlockGeometry, MAX_BLOCK_BYTES, MAX_BLOCK_EDGE, VoxelType, Voxels};
+pub use multiscale::Level;
+pub use voxels::{BlockGeometry, Downsample, MAX_BLOCK_BYTES, MAX_BLOCK_EDGE, VoxelType, Voxels};
 
 use crate::diff::KeyChange;
 use crate::tree::Scope;
@@ -41,6 +43,11 @@ pub trait DataType: Send + Sync {
     /// Bytes per voxel, for voxel types: their instances carry block geometry and read and write
     /// subvolumes.
     fn voxel_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// How its multiscale levels are computed, for voxel types that have them.
+    fn downsample(&self) -> Option<Downsample> {
         None
     }
 

@@ -5,5 +5,6 @@ use super::VoxelType;
 pub static UINT8BLK: VoxelType = VoxelType {
     name: "uint8blk",
     voxel_bytes: 1,
-    default_block_size: [64, 64, 64],
+    default_block_size: [32, 32, 32],
+    downsample: super::Downsample::Mean,
 };

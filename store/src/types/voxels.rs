@@ -22,8 +22,19 @@ pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 pub struct VoxelType {
     pub name: &'static str,
     pub voxel_bytes: usize,
-    /// Block size when a create request gives none.
+    /// Block size when a create request gives none (DVID's defaults, which scripts assume).
     pub default_block_size: Point,
+    /// How its multiscale levels reduce 2×2×2 voxels to one.
+    pub downsample: Downsample,
+}
+
+/// How 2×2×2 voxels become one voxel of the next coarser level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Downsample {
+    /// The rounded mean of 8-bit intensities (grayscale).
+    Mean,
+    /// The most frequent 64-bit label, the smallest on ties (labels must never blend).
+    Mode,
 }
 
 /// How a voxel instance's volume is cut into blocks and stored.
@@ -50,6 +61,7 @@ impl BlockGeometry {
                 "BlockSize {bs:?} makes {bytes}-byte blocks; the limit is {MAX_BLOCK_BYTES}"
             )));
         }
+        self.codec.check(voxel_bytes, bs)?;
         if !self.voxel_size.iter().all(|v| v.is_finite() && *v > 0.0) {
             // JSON has no NaN or infinity: the instance info would show them as null.
             return Err(StoreError::BadRequest(format!(
@@ -159,6 +171,10 @@ impl DataType for VoxelType {
         Some(self.voxel_bytes)
     }
 
+    fn downsample(&self) -> Option<Downsample> {
+        Some(self.downsample)
+    }
+
     fn scope(&self, spec: &InstanceSpec, regions: Option<&[(Point, Point)]>) -> Scope {
         match (regions, &spec.geometry) {
             (Some(regions), Some(g)) => {
@@ -256,7 +272,7 @@ impl Store {
                 intersection_runs(b, bs, &sub, vb, |bi, si, n| {
                     block[bi..bi + n].copy_from_slice(&data[si..si + n]);
                 });
-                let payload = codec.encode(&block);
+                let payload = codec.encode(&block, bs);
                 Ok((b, ObjectId::of(&payload), payload))
             })
             .collect::<Result<_>>()?;
@@ -280,6 +296,86 @@ impl Store {
             extra.push(self.update_instance(&updated)?);
         }
         self.write_working(&inst, &v, objects, entries, extra)
+    }
+
+    /// Writes whole blocks (each `block_bytes` long) to a mutable version, and grows the
+    /// instance's extents to cover `extents`. For derived data (multiscale levels, imports).
+    pub fn write_blocks(
+        &self,
+        h: &DataHandle,
+        blocks: Vec<(Point, Vec<u8>)>,
+        extents: (Point, Point),
+    ) -> Result<()> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.writable(h)?;
+        let vox = inst.voxels()?;
+        let (bs, codec, block_bytes) = (vox.block_size(), vox.geometry.codec, vox.block_bytes());
+        if let Some((b, d)) = blocks.iter().find(|(_, d)| d.len() != block_bytes) {
+            return Err(StoreError::BadRequest(format!(
+                "block {b:?} has {} bytes; blocks of {:?} hold {block_bytes}",
+                d.len(),
+                inst.name
+            )));
+        }
+        let keys: Vec<Point> = blocks.iter().map(|(b, _)| *b).collect();
+        self.check_blocks_held(&v, &inst, &keys)?;
+        let encoded: Vec<(Point, ObjectId, Vec<u8>)> = blocks
+            .into_par_iter()
+            .map(|(b, d)| {
+                let payload = codec.encode(&d, bs);
+                (b, ObjectId::of(&payload), payload)
+            })
+            .collect();
+        let lock = self.instance_lock(inst.id);
+        let _held = lock.lock();
+        let (_, inst) = self.readable(h)?;
+        let mut objects = Vec::with_capacity(encoded.len());
+        let mut entries = Vec::with_capacity(encoded.len());
+        for (b, id, payload) in encoded {
+            let entry = WorkingEntry {
+                object: Some(id),
+                name: vec![],
+            };
+            entries.push((block_key(b).to_vec(), entry));
+            objects.push((id, payload));
+        }
+        let mut extra = Vec::new();
+        let grown = match inst.extents {
+            None => extents,
+            Some((lo, hi)) => (
+                std::array::from_fn(|a| lo[a].min(extents.0[a])),
+                std::array::from_fn(|a| hi[a].max(extents.1[a])),
+            ),
+        };
+        if Some(grown) != inst.extents {
+            let mut updated = inst.clone();
+            updated.extents = Some(grown);
+            extra.push(self.update_instance(&updated)?);
+        }
+        self.write_working(&inst, &v, objects, entries, extra)
+    }
+
+    /// The stored payloads (see [`crate::codec`]) of the blocks that exist among `blocks`, in the
+    /// order asked: for serving blocks as stored (JPEG blocks), without decoding.
+    pub fn read_block_payloads(
+        &self,
+        h: &DataHandle,
+        blocks: &[Point],
+    ) -> Result<Vec<(Point, Vec<u8>)>> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.readable(h)?;
+        inst.voxels()?;
+        self.check_blocks_held(&v, &inst, blocks)?;
+        let found: Vec<Option<(Point, Vec<u8>)>> = blocks
+            .par_iter()
+            .map(|&b| {
+                Ok(match self.lookup(&inst, &v, &block_key(b))? {
+                    None => None,
+                    Some(e) => Some((b, self.object(&e.object)?)),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Uncompressed voxels of the blocks that exist among `blocks`, in the order asked.

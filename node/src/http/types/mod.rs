@@ -4,6 +4,7 @@
 
 mod keyvalue;
 mod labelblk;
+mod raw;
 mod uint8blk;
 mod voxels;
 

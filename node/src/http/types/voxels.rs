@@ -1,26 +1,38 @@
 //! The voxel types' shared HTTP package: subvolumes at any offset and size (`raw`), block records
 //! (`subvolblocks`, `specificblocks`), their `Extended` info and their diffs by block.
 
-use super::Target;
+use super::{Target, raw};
 use crate::http::params::{block_list, triple};
 use crate::http::{ApiError, ApiResult, AppState, blocking};
-use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use dvid_store::diff::VersionDiff;
-use dvid_store::{Instance, Point, Subvolume};
+use dvid_store::{Codec, Instance, Point, Subvolume};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 /// The routes every voxel type serves.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/raw/{dims}/{size}/{offset}", get(get_raw).post(post_raw))
+        .route(
+            "/raw/{dims}/{size}/{offset}",
+            get(raw::get_raw).post(raw::post_raw),
+        )
+        .route(
+            "/raw/{dims}/{size}/{offset}/{format}",
+            get(raw::get_raw).post(raw::post_raw),
+        )
+        .route("/isotropic/{dims}/{size}/{offset}", get(raw::get_isotropic))
+        .route(
+            "/isotropic/{dims}/{size}/{offset}/{format}",
+            get(raw::get_isotropic),
+        )
         .route("/subvolblocks/{size}/{offset}", get(subvol_blocks))
         .route("/specificblocks", get(specific_blocks))
+        .route("/downres", post(downres))
 }
 
 /// DVID's `Extended` info of a voxel instance: `Values` names its voxel type.
@@ -37,7 +49,13 @@ pub fn extended(inst: &Instance, data_type: &str, label: &str, interpolable: boo
             json!([0, 1, 2].map(|a| lo[a].div_euclid(bs[a]))),
             json!([0, 1, 2].map(|a| hi[a].div_euclid(bs[a]))),
         ),
-        None => (Value::Null, Value::Null, Value::Null, Value::Null),
+        // Never null: clients parse three integers. An empty box has its max below its min.
+        None => (
+            json!([0, 0, 0]),
+            json!([-1, -1, -1]),
+            json!([0, 0, 0]),
+            json!([-1, -1, -1]),
+        ),
     };
     json!({
         "Values": [{ "DataType": data_type, "Label": label }],
@@ -96,7 +114,12 @@ pub fn diff_fields(d: &VersionDiff, out: &mut Map<String, Value>) {
 }
 
 /// Parses `{size}/{offset}` and bounds the voxel bytes by the request limit.
-fn subvolume(s: &AppState, inst: &Instance, size: &str, offset: &str) -> ApiResult<Subvolume> {
+pub(super) fn subvolume(
+    s: &AppState,
+    inst: &Instance,
+    size: &str,
+    offset: &str,
+) -> ApiResult<Subvolume> {
     let vox = inst.voxels()?;
     let size: [u32; 3] = triple(size, "size")?;
     let offset: [i32; 3] = triple(offset, "offset")?;
@@ -116,54 +139,61 @@ fn subvolume(s: &AppState, inst: &Instance, size: &str, offset: &str) -> ApiResu
     Ok(sub)
 }
 
-fn check_dims(dims: &str) -> ApiResult<()> {
-    if dims == "0_1_2" {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "dims {dims:?} not supported: raw voxels are served as 3-D subvolumes, 0_1_2"
-        )))
-    }
-}
-
-type RawPath = Path<(String, String, String)>;
-
-async fn get_raw(
-    State(s): State<AppState>,
-    Extension(Target(h)): Extension<Target>,
-    Path((dims, size, offset)): RawPath,
-) -> ApiResult<Response> {
-    check_dims(&dims)?;
-    let sub = subvolume(&s, &h.instance, &size, &offset)?;
-    let bytes = blocking(move || s.store.read_subvolume(&h, sub)).await?;
-    Ok(octets(bytes))
-}
-
-async fn post_raw(
-    State(s): State<AppState>,
-    Extension(Target(h)): Extension<Target>,
-    Path((dims, size, offset)): RawPath,
-    body: Bytes,
-) -> ApiResult<StatusCode> {
-    check_dims(&dims)?;
-    let sub = subvolume(&s, &h.instance, &size, &offset)?;
-    blocking(move || s.store.write_subvolume(&h, sub, &body)).await?;
-    Ok(StatusCode::OK)
-}
-
 #[derive(Deserialize)]
 struct BlockQuery {
     blocks: Option<String>,
     compression: Option<String>,
 }
 
-fn check_block_compression(q: &BlockQuery) -> ApiResult<()> {
+/// How block records carry their voxels: as stored (JPEG blocks, DVID's default for JPEG
+/// instances) or uncompressed.
+#[derive(Clone, Copy, PartialEq)]
+enum BlockForm {
+    Uncompressed,
+    Jpeg,
+}
+
+fn block_form(q: &BlockQuery, inst: &Instance) -> ApiResult<BlockForm> {
+    let jpeg_blocks = matches!(inst.voxels()?.geometry.codec, Codec::Jpeg(_));
     match q.compression.as_deref() {
-        None | Some("") | Some("raw") | Some("uncompressed") => Ok(()),
+        None | Some("") if jpeg_blocks => Ok(BlockForm::Jpeg),
+        None | Some("") | Some("raw") | Some("uncompressed") => Ok(BlockForm::Uncompressed),
+        Some("jpeg") if jpeg_blocks => Ok(BlockForm::Jpeg),
+        Some("jpeg") => Err(ApiError::bad_request(format!(
+            "{:?} stores {} blocks, not jpeg: ask for compression=uncompressed",
+            inst.name,
+            inst.voxels()?.geometry.codec.describe()
+        ))),
         Some(other) => Err(ApiError::bad_request(format!(
-            "compression {other:?} not supported for block records: blocks are sent uncompressed"
+            "compression {other:?} not supported for block records: use uncompressed{}",
+            if jpeg_blocks { " or jpeg" } else { "" }
         ))),
     }
+}
+
+/// The block records of the blocks that exist among `blocks`, in `form`.
+async fn records(
+    s: AppState,
+    h: dvid_store::DataHandle,
+    blocks: Vec<Point>,
+    form: BlockForm,
+) -> ApiResult<Response> {
+    let found = blocking(move || match form {
+        BlockForm::Uncompressed => s.store.read_blocks(&h, &blocks),
+        BlockForm::Jpeg => s
+            .store
+            .read_block_payloads(&h, &blocks)?
+            .into_iter()
+            .map(|(b, payload)| match dvid_store::codec::jpeg_of(&payload) {
+                Some(j) => Ok((b, j.to_vec())),
+                None => Err(dvid_store::StoreError::Corrupt(format!(
+                    "block {b:?} of a jpeg instance is not stored as jpeg"
+                ))),
+            })
+            .collect(),
+    })
+    .await?;
+    Ok(octets(block_records(found)))
 }
 
 async fn subvol_blocks(
@@ -172,11 +202,10 @@ async fn subvol_blocks(
     Path((size, offset)): Path<(String, String)>,
     Query(q): Query<BlockQuery>,
 ) -> ApiResult<Response> {
-    check_block_compression(&q)?;
+    let form = block_form(&q, &h.instance)?;
     let sub = subvolume(&s, &h.instance, &size, &offset)?;
     let blocks = sub.blocks(h.instance.voxels()?.block_size());
-    let found = blocking(move || s.store.read_blocks(&h, &blocks)).await?;
-    Ok(octets(block_records(found)))
+    records(s, h, blocks, form).await
 }
 
 async fn specific_blocks(
@@ -184,7 +213,7 @@ async fn specific_blocks(
     Extension(Target(h)): Extension<Target>,
     Query(q): Query<BlockQuery>,
 ) -> ApiResult<Response> {
-    check_block_compression(&q)?;
+    let form = block_form(&q, &h.instance)?;
     let list = q
         .blocks
         .as_deref()
@@ -199,8 +228,29 @@ async fn specific_blocks(
             s.config.max_request_bytes
         )));
     }
-    let found = blocking(move || s.store.read_blocks(&h, &blocks)).await?;
-    Ok(octets(block_records(found)))
+    records(s, h, blocks, form).await
+}
+
+#[derive(Deserialize)]
+struct DownresQuery {
+    levels: Option<String>,
+}
+
+/// Builds the instance's multiscale levels `NAME_1…` at a mutable version.
+async fn downres(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    Query(q): Query<DownresQuery>,
+) -> ApiResult<Json<Value>> {
+    let levels = match q.levels.as_deref() {
+        None => None,
+        Some(t) => Some(t.parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!("levels {t:?}: expected a number of levels, 1..=10"))
+        })?),
+    };
+    let (uuid, name) = (h.uuid.to_hex(), h.instance.name.clone());
+    let (full, built) = blocking(move || s.store.downres(&uuid, &name, levels)).await?;
+    Ok(Json(json!({ "full": full, "levels": built })))
 }
 
 /// DVID's block-record stream: `i32 bx, by, bz, n` little-endian, then n bytes, for each block.

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The real-client tests: Neuroglancer 2.41.2 in headless Chromium, and the published Python
+# clients (dvidtools, dvision, compressed-segmentation) against `dvid` nodes on loopback.
+# Installs what they need (Debian's chromium, a venv from the pinned requirements, playwright-core
+# from npm), builds the release binary, then runs pytest. Screenshots and reports go to
+# $DVID_ARTIFACTS (default target/client-artifacts).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+VENV=${CLIENTS_VENV:-target/clients-venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check \
+  -r tests/clients/requirements.txt -r tests/clients/neuroglancer/requirements.txt
+(cd tests/clients/neuroglancer && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --release -p dvid-node
+export DVID_ARTIFACTS=${DVID_ARTIFACTS:-$PWD/target/client-artifacts}
+mkdir -p "$DVID_ARTIFACTS"
+exec "$VENV/bin/python" -m pytest tests/clients -q -p no:cacheprovider "$@"

@@ -1,0 +1,507 @@
+"""Neuroglancer 2.41.2, in a real browser, shows grayscale and labels that dvid nodes serve.
+
+Node A holds a repo with a uint8blk `grayscale` (32^3 blocks) and a labelblk `labels` (64^3 blocks)
+volume of 128^3 voxels, downsampled into `grayscale_1`, `grayscale_2`, `labels_1`, `labels_2` by
+`dvid downres`, and committed; a child version changes a cube of both. Node B pulls the locked
+version from A. For each case -- the locked version, the child, the pulled version on B, and level 1
+-- the Neuroglancer package's own server (bound to 127.0.0.1) serves a viewer whose two `xy` panels
+show the `dvid://` grayscale and labels layers over a magenta background, and
+`neuroglancer/shoot.mjs` drives Debian's Chromium (playwright-core) to it: it waits until the chunks
+have loaded, takes a screenshot, and reports failed requests, console errors of the page and of its
+workers, and pixel statistics per panel. The test checks that each panel draws real data (not the
+background, not uniform), that no request failed, that no worker or page logged an error, that the
+child shows its change, that B's picture is A's, and that level 1 came from the `_1` instances and
+looks like level 0.
+
+Screenshots and reports go to DVID_ARTIFACTS (default tests/clients/artifacts/).
+Needs: `pip install -r tests/clients/neuroglancer/requirements.txt`, `npm ci` in
+tests/clients/neuroglancer, and Debian's chromium at /usr/bin/chromium (CHROMIUM overrides it).
+Outside CI a missing piece skips the test; under CI (CI set) it fails.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import BIN, Node, http
+
+HERE = pathlib.Path(__file__).resolve().parent
+NG_DIR = HERE / "neuroglancer"
+ARTIFACTS = pathlib.Path(os.environ.get("DVID_ARTIFACTS", HERE / "artifacts"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+N = 128  # the volume is N^3 voxels
+SENTINEL = "#ff00ff"  # crossSectionBackgroundColor: what a panel shows where nothing is drawn
+VIEWPORT = (1200, 640)
+ZOOM = 0.2  # crossSectionScale: 5 screen pixels per voxel, so the volume fills each panel
+CHANGE = (slice(40, 88), slice(72, 120), slice(8, 56))  # z, y, x of the cube the child rewrites
+CHANGE_GRAY = 255  # brighter than anything in the original volume
+CHANGE_LABEL = 77
+LABEL_IDS = [1, 2, 3, 4_000_000_007, 2**40 + 5]  # past 32 bits too: labelblk is uint64
+
+IS_CI = bool(os.environ.get("CI"))
+
+
+def missing(what: str):
+    if IS_CI:
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+# ----------------------------------------------------------------------------------------------
+# The data: recognisable shapes, not noise, so that a screenshot shows whether they arrived.
+
+
+def grayscale_volume() -> np.ndarray:
+    """uint8 [z, y, x]: a diagonal ramp (40..150) with three shaded bright spheres (<= 225) and a
+    dark ring, so each xy panel has structure everywhere and nothing reaches CHANGE_GRAY."""
+    z, y, x = np.mgrid[0:N, 0:N, 0:N].astype(np.float32)
+    v = 40 + 70 * x / (N - 1) + 40 * y / (N - 1)
+    for cx, cy, cz, r in [(40, 40, 64, 26), (92, 56, 60, 20), (70, 100, 70, 18)]:
+        d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / r
+        v = np.where(d < 1, 225 - 90 * d**2, v)
+    ring = np.abs(np.sqrt((x - 64) ** 2 + (y - 64) ** 2) - 56)
+    v = np.where(ring < 3, 10, v)
+    return np.clip(v, 0, 250).astype(np.uint8)
+
+
+def labels_volume() -> np.ndarray:
+    """uint64 [z, y, x]: five labelled blobs (ellipsoids) on background 0, covering about half of
+    the middle xy plane."""
+    z, y, x = np.mgrid[0:N, 0:N, 0:N].astype(np.float32)
+    v = np.zeros((N, N, N), np.uint64)
+    blobs = [(36, 36, 64, 30, 24, 40), (96, 34, 64, 24, 28, 40), (34, 96, 64, 28, 26, 40),
+             (94, 94, 64, 26, 26, 40), (64, 64, 64, 16, 16, 30)]
+    for label, (cx, cy, cz, rx, ry, rz) in zip(LABEL_IDS, blobs):
+        inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 < 1
+        v[inside] = label
+    return v
+
+
+def post_raw(node: Node, uuid: str, instance: str, vol: np.ndarray, offset=(0, 0, 0)):
+    sz, sy, sx = vol.shape
+    url = (f"{node.api}/node/{uuid}/{instance}/raw/0_1_2/{sx}_{sy}_{sz}/"
+           f"{offset[0]}_{offset[1]}_{offset[2]}")
+    status, _, body = http("POST", url, np.ascontiguousarray(vol).astype(vol.dtype.newbyteorder("<")).tobytes())
+    assert status == 200, f"POST {url}: {status} {body[:300]!r}"
+
+
+def get_raw(node: Node, uuid: str, instance: str, dtype, size, offset=(0, 0, 0)) -> np.ndarray:
+    sx, sy, sz = size
+    url = (f"{node.api}/node/{uuid}/{instance}/raw/0_1_2/{sx}_{sy}_{sz}/"
+           f"{offset[0]}_{offset[1]}_{offset[2]}")
+    status, _, body = http("GET", url)
+    assert status == 200, f"GET {url}: {status} {body[:300]!r}"
+    return np.frombuffer(body, np.dtype(dtype).newbyteorder("<")).reshape(sz, sy, sx)
+
+
+def get_json(url: str):
+    status, _, body = http("GET", url)
+    assert status == 200, f"GET {url}: {status} {body[:300]!r}"
+    return json.loads(body)
+
+
+# ----------------------------------------------------------------------------------------------
+# Two nodes, the versions, the pull and the levels: built once for the four cases.
+
+
+class World:
+    a: Node
+    b: Node
+    root: str
+    child: str
+    errors: dict  # case -> why its setup failed
+
+
+def peer_id(data_dir: pathlib.Path) -> str:
+    out = subprocess.run([str(BIN), "id", "--data-dir", str(data_dir)], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().split()[-1]
+
+
+def build_world(tmp: pathlib.Path, w: World):
+    """Starts the nodes into `w` (so that the caller can stop them whatever happens) and fills them."""
+    w.a = Node(tmp / "a", "--listen", "/ip4/127.0.0.1/tcp/0")
+    info = get_json(w.a.api + "/p2p/info")
+    a_addr = next(addr for addr in info["listen_addrs"] if "/127.0.0.1/" in addr)
+    (tmp / "b").mkdir(parents=True, exist_ok=True)
+    b_id = peer_id(tmp / "b" / "data")
+    w.b = Node(tmp / "b", "--peer", a_addr)
+
+    a = w.a
+    w.root = a.cli("repo", "new", "--alias", "neuroglancer", "--description", "browser test").split()[-1]
+    a.cli("instance", w.root, "uint8blk", "grayscale", "--block-size", "32,32,32")
+    a.cli("instance", w.root, "labelblk", "labels", "--block-size", "64,64,64")
+    gray, labels = grayscale_volume(), labels_volume()
+    post_raw(a, w.root, "grayscale", gray)
+    post_raw(a, w.root, "labels", labels)
+    assert np.array_equal(get_raw(a, w.root, "grayscale", np.uint8, (N, N, N)), gray)
+    # The levels and the pull each matter to one case only: a failure here fails that case, and
+    # the others still run.
+    try:
+        for instance in ("grayscale", "labels"):
+            a.cli("downres", w.root, instance, "--levels", "2")
+        names = set(get_json(f"{a.api}/repo/{w.root}/info")["DataInstances"])
+        assert {"grayscale_1", "grayscale_2", "labels_1", "labels_2"} <= names, names
+    except (RuntimeError, AssertionError) as e:
+        w.errors["level1"] = f"building the levels failed: {e}"
+    a.cli("commit", w.root, "--note", "grayscale, labels and two levels of each")
+
+    w.child = a.cli("newversion", w.root).split()[-1]
+    z, y, x = CHANGE
+    cube = (z.stop - z.start, y.stop - y.start, x.stop - x.start)
+    post_raw(a, w.child, "grayscale", np.full(cube, CHANGE_GRAY, np.uint8), (x.start, y.start, z.start))
+    post_raw(a, w.child, "labels", np.full(cube, CHANGE_LABEL, np.uint64), (x.start, y.start, z.start))
+
+    try:
+        a.cli("share", w.root, b_id)
+        deadline = time.time() + 60
+        while True:  # B learns what A offers from its heads, refreshed every few seconds
+            heads = get_json(w.b.api + "/p2p/heads")
+            if any(h.get("uuid") == w.root for h in heads):
+                break
+            assert time.time() < deadline, f"B never saw {w.root} among its heads: {heads}"
+            time.sleep(0.5)
+        w.b.cli("pull", w.root)
+        assert np.array_equal(get_raw(w.b, w.root, "grayscale", np.uint8, (N, N, N)), gray)
+    except (RuntimeError, AssertionError) as e:
+        w.errors["pulled"] = f"pulling to B failed: {e}"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    for what, ok in [
+        (f"{CHROMIUM} (apt-get install chromium)", pathlib.Path(CHROMIUM).exists()),
+        ("node (apt-get install nodejs npm)", shutil.which("node") is not None),
+        ("tests/clients/neuroglancer/node_modules (npm ci there)",
+         (NG_DIR / "node_modules" / "playwright-core").exists()),
+    ]:
+        if not ok:
+            missing(f"needs {what}")
+    w = World()
+    w.errors = {}
+    try:
+        build_world(tmp_path_factory.mktemp("neuroglancer"), w)
+        yield w
+    finally:
+        for n in (getattr(w, "b", None), getattr(w, "a", None)):
+            if n is not None:
+                n.stop()
+
+
+@pytest.fixture(scope="module")
+def ng():
+    try:
+        import neuroglancer
+        import neuroglancer.credentials_provider
+        import neuroglancer.default_credentials_manager
+    except ImportError:
+        missing("needs the neuroglancer package (pip install -r tests/clients/neuroglancer/requirements.txt)")
+
+    class Anonymous(neuroglancer.credentials_provider.CredentialsProvider):
+        """These nodes take anonymous reads. (The package's own DVID provider wants a token for each
+        server in DVID_CREDENTIALS, and answers 401 otherwise, after which the page sends no DVID
+        request at all.)"""
+
+        def get_new(self):
+            import concurrent.futures
+
+            f = concurrent.futures.Future()
+            f.set_result({})
+            return f
+
+    neuroglancer.default_credentials_manager.default_credentials_manager.register(
+        "DVID", lambda _parameters: Anonymous())
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    return neuroglancer
+
+
+# ----------------------------------------------------------------------------------------------
+# One viewer and one screenshot per case.
+
+CASES = {
+    # name: (node, version, level Neuroglancer is steered to)
+    "locked": ("a", "root", 0),
+    "child": ("a", "child", 0),
+    "pulled": ("b", "root", 0),
+    "level1": ("a", "root", 1),
+}
+
+
+def open_viewer(ng, node: Node, uuid: str, level: int):
+    """A viewer with the grayscale and labels layers side by side, each in its own xy panel.
+
+    With levels `NAME_1`, `NAME_2` present Neuroglancer loads the coarser ones first and stops at the
+    level whose voxels are nearest crossSectionRenderScale screen pixels (times 1.1). At ZOOM 0.2 a
+    render scale of 1 gives level 0, and 8 gives level 1 (2 voxels = 10 px is nearer 8.8 px than
+    4 voxels, and 2 voxels is no longer above the target, so it stops there)."""
+    viewer = ng.Viewer()
+    render_scale = {0: 1.0, 1: 8.0}[level]
+    source = f"dvid://{node.url}/{uuid}"
+    with viewer.txn() as s:
+        s.dimensions = ng.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[8, 8, 8])
+        s.position = [N / 2, N / 2, N / 2 + 0.5]
+        s.cross_section_scale = ZOOM
+        s.cross_section_background_color = SENTINEL
+        s.show_axis_lines = False
+        s.show_scale_bar = False
+        s.show_default_annotations = False
+        s.layers["grayscale"] = ng.ImageLayer(
+            source=f"{source}/grayscale", opacity=1.0, cross_section_render_scale=render_scale)
+        s.layers["labels"] = ng.SegmentationLayer(
+            source=f"{source}/labels", selected_alpha=1.0, cross_section_render_scale=render_scale)
+        s.layout = ng.row_layout([
+            ng.LayerGroupViewer(layers=["grayscale"], layout="xy"),
+            ng.LayerGroupViewer(layers=["labels"], layout="xy"),
+        ])
+    return viewer
+
+
+def shoot(url: str, name: str) -> dict:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png, report_path = ARTIFACTS / f"neuroglancer-{name}.png", ARTIFACTS / f"neuroglancer-{name}.json"
+    cmd = ["node", str(NG_DIR / "shoot.mjs"), "--url", url, "--out", str(png), "--report",
+           str(report_path), "--width", str(VIEWPORT[0]), "--height", str(VIEWPORT[1]),
+           "--timeout", "120", "--sentinel", SENTINEL, "--chromium", CHROMIUM]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=NG_DIR)
+    assert out.returncode == 0, f"shoot.mjs failed ({out.returncode}): {out.stderr[-3000:]}"
+    return json.loads(out.stdout)
+
+
+def summary(report: dict) -> str:
+    """What to print when a check fails: enough to see why without opening the artifacts."""
+    lines = [f"ready={report['ready']} reason={report['reason']} ({report['elapsedMs']} ms)",
+             f"screenshot: {report['screenshot']}"]
+    for layer in report["layers"]:
+        lines.append(f"layer {layer['name']} {layer['type']}: {layer['sources']}")
+    for src in report["chunkSources"]:
+        p = src.get("parameters") or {}
+        lines.append(f"chunks {p.get('dataInstanceKey')}@{p.get('nodeKey', '')[:8]} {src['chunkDataSize']}: "
+                     f"visible {src['visibleTotal']} gpu {src['visibleGpu']} failed {src['visibleFailed']} "
+                     f"downloading {src['visibleDownloading']} queued {src['visibleQueued']}")
+    for p in report["panels"]:
+        lines.append(f"panel {p['layers']}: sentinel {p.get('sentinelFraction', 0):.3f} colours "
+                     f"{p.get('distinctColours')} dominant {p.get('dominantColour')} "
+                     f"{p.get('dominantFraction', 0):.3f} luma {p.get('lumaMean', 0):.1f}±{p.get('lumaStd', 0):.1f}")
+    for r in report["failed"][:10]:
+        lines.append(f"FAILED {r['method']} {r['url']} status={r['status']} failure={r['failure']}")
+    for m in report["errors"][:10]:
+        lines.append(f"ERROR [{m['source']}] {m['text'][:500]}")
+    dvid = [r for r in report["requests"] if "/api/" in r["url"]]
+    lines.append(f"{len(dvid)} DVID requests, e.g.:")
+    lines += [f"  {r['status']} {r['url']}" for r in dvid[:8]]
+    return "\n".join(lines)
+
+
+def panel(report: dict, layer: str) -> dict:
+    found = [p for p in report["panels"] if p["layers"] == [layer]]
+    assert len(found) == 1, f"no single panel for {layer}: {report['panels']}"
+    return found[0]
+
+
+def panel_pixels(report: dict, layer: str) -> np.ndarray:
+    """The screenshot inside the layer's panel, as an [h, w, 3] uint8 array."""
+    from PIL import Image
+
+    x, y, w, h = panel(report, layer)["crop"]
+    with Image.open(report["screenshot"]) as im:
+        return np.asarray(im.convert("RGB"))[y:y + h, x:x + w]
+
+
+def expected_plane(version: str, instance: str, level: int) -> np.ndarray:
+    """The [y, x] plane that the panels show (z = N/2 at level 0), at the level's resolution, as this
+    test wrote it: levels are 2x2x2 means (grayscale) or every other voxel (labels) here, which is
+    what the checks below tolerate in `dvid downres`'s levels (their borders may differ)."""
+    vol = grayscale_volume() if instance == "grayscale" else labels_volume()
+    if version == "child":
+        vol[CHANGE] = CHANGE_GRAY if instance == "grayscale" else CHANGE_LABEL
+    plane = vol[N // 2]
+    f = 2**level
+    if f > 1:
+        if instance == "grayscale":
+            sub = vol[N // 2 - N // 2 % f: N // 2 - N // 2 % f + f].astype(np.float32).mean(axis=0)
+            plane = sub.reshape(N // f, f, N // f, f).mean(axis=(1, 3))
+        else:
+            plane = plane[::f, ::f]
+    return plane
+
+
+def sample_panel(report: dict, layer: str, level: int):
+    """The screenshot's pixels at the centres of the displayed plane's voxels of `level`.
+
+    The panel's centre shows the viewer's position (N/2, N/2) and a voxel is 1/ZOOM pixels wide.
+    Returns (iy, ix, rgb): voxel indices and the [k, 3] colours there, for the voxels whose centres
+    fall inside the panel, away from its corner widgets (the top 80 pixels are left out)."""
+    from PIL import Image
+
+    p = panel(report, layer)
+    x0, y0, w, h = p["crop"]
+    with Image.open(report["screenshot"]) as im:
+        img = np.asarray(im.convert("RGB"))
+    f = 2**level
+    centres = (np.arange(N // f) + 0.5) * f  # level-0 coordinates of the level's voxel centres
+    px = np.floor(p["x"] + p["width"] / 2 + (centres - N / 2) / ZOOM).astype(int)
+    py = np.floor(p["y"] + p["height"] / 2 + (centres - N / 2) / ZOOM).astype(int)
+    okx = (px >= x0) & (px < x0 + w)
+    oky = (py >= y0 + 80) & (py < y0 + h)
+    ix, iy = np.nonzero(okx)[0], np.nonzero(oky)[0]
+    gy, gx = np.meshgrid(iy, ix, indexing="ij")
+    rgb = img[py[gy], px[gx]]
+    return gy.ravel(), gx.ravel(), rgb.reshape(-1, 3)
+
+
+def check_content(report: dict, version: str, level: int):
+    """The panels show what was written: grayscale values as grey levels (JPEG-close), and labels
+    as one colour per label with the background where the label is 0."""
+    info = summary(report)
+    sentinel = np.array([int(SENTINEL[i:i + 2], 16) for i in (1, 3, 5)])
+
+    iy, ix, rgb = sample_panel(report, "grayscale", level)
+    want = expected_plane(version, "grayscale", level)[iy, ix].astype(np.float32)
+    err = np.abs(luma(rgb) - want)
+    assert len(err) > 2000 // 4**level, f"too few samples: {len(err)}\n{info}"
+    # JPEG at quality 50 gives a mean |error| of 3.7 here, and 2% of voxels off by 24 or more; the
+    # same picture one voxel off gives 6.7 and 5%. Level 1 allows for another way to downsample.
+    mean_tol, far_tol = (5, 0.03) if level == 0 else (8, 0.08)
+    assert np.mean(err) < mean_tol and np.mean(err >= 24) < far_tol, (
+        f"grayscale panel does not show the written values: mean |error| {np.mean(err):.1f}, "
+        f"{np.mean(err >= 24):.1%} of voxels off by >= 24\n{info}")
+
+    iy, ix, rgb = sample_panel(report, "labels", level)
+    want = expected_plane(version, "labels", level)[iy, ix]
+    is_bg = np.all(np.abs(rgb.astype(int) - sentinel) <= 16, axis=1)
+    worst = 0.98 if level == 0 else 0.9
+    assert np.mean(is_bg[want == 0]) > worst, f"label 0 is not transparent\n{info}"
+    assert np.mean(~is_bg[want != 0]) > worst, f"labelled voxels show the background\n{info}"
+    colours = {}
+    for label in np.unique(want[want != 0]):
+        c, n = np.unique(rgb[want == label], axis=0, return_counts=True)
+        assert n.max() / n.sum() > worst, f"label {label} is drawn in several colours\n{info}"
+        colours[int(label)] = tuple(c[n.argmax()])
+    assert len(set(colours.values())) == len(colours), f"labels share a colour: {colours}\n{info}"
+
+
+def check_report(report: dict, node: Node, uuid: str, level: int):
+    info = summary(report)
+    assert report["ready"], f"the data never finished loading\n{info}"
+    assert not report["failed"], f"requests failed\n{info}"
+    assert not report["errors"], f"console errors in the page or its workers\n{info}"
+    for layer in report["layers"]:
+        assert all(s["state"] == "loaded" for s in layer["sources"]), info
+    # Real data drawn: not the background, and not a uniform panel.
+    for name in ("grayscale", "labels"):
+        p = panel(report, name)
+        assert p["pixels"] > 100_000, info
+        assert p["dominantFraction"] < 0.6, f"{name} panel is mostly one colour\n{info}"
+        assert p["distinctColours"] >= (50 if name == "grayscale" else 4), info
+        assert p["sentinelFraction"] < (0.02 if name == "grayscale" else 0.75), \
+            f"{name} panel shows mostly background\n{info}"
+        assert p["lumaStd"] > 10, info
+    # The labels drew segments in several colours besides the background where label 0 is.
+    labels = panel(report, "labels")
+    assert labels["sentinelFraction"] > 0.1, f"label 0 should be transparent\n{info}"
+    # Every DVID request went to this node and version, and every chunk source on this node
+    # finished: its visible chunks are on the GPU.
+    dvid = [r for r in report["requests"] if "/api/" in r["url"]]
+    assert dvid, info
+    assert all(r["url"].startswith(node.url + "/api/") for r in dvid), info
+    chunk_urls = [r["url"] for r in dvid if "/api/node/" in r["url"]]
+    assert chunk_urls and all(f"/api/node/{uuid}/" in u for u in chunk_urls), info
+    sources = [s for s in report["chunkSources"] if (s.get("parameters") or {}).get("baseUrl") == node.url]
+    assert sources, info
+    for s in sources:
+        assert s["visibleFailed"] == 0 and s["visibleGpu"] == s["visibleTotal"], info
+    # The level Neuroglancer drew from: level 0 reads `grayscale` and `labels`, level 1 stops at
+    # `grayscale_1` and `labels_1` (the coarser `_2` are loaded first in both cases).
+    for name in ("grayscale", "labels"):
+        wanted = name if level == 0 else f"{name}_{level}"
+        finer = None if level == 0 else (name if level == 1 else f"{name}_{level - 1}")
+        assert any(f"/{wanted}/raw/" in u for u in chunk_urls), f"no chunk of {wanted}\n{info}"
+        if finer:
+            assert not any(f"/{finer}/raw/" in u for u in chunk_urls), f"read {finer} too\n{info}"
+
+
+def test_neuroglancer_case_locked(ng, world):
+    run_case(world, ng, "locked")
+
+
+def test_neuroglancer_case_child(ng, world):
+    run_case(world, ng, "child")
+
+
+def test_neuroglancer_case_pulled(ng, world):
+    run_case(world, ng, "pulled")
+
+
+def test_neuroglancer_case_level1(ng, world):
+    run_case(world, ng, "level1")
+
+
+REPORTS: dict = {}
+
+
+def run_case(world: World, ng, name: str) -> dict:
+    if name in world.errors:
+        pytest.fail(world.errors[name])
+    node_name, version, level = CASES[name]
+    node = getattr(world, node_name)
+    uuid = getattr(world, version)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    status, _, body = http("GET", node.api + "/repos/info")  # what Neuroglancer parsed, for the record
+    (ARTIFACTS / f"neuroglancer-{name}-repos-info.json").write_bytes(body)
+    viewer = open_viewer(ng, node, uuid, level)  # held while the page runs: the server keeps weak references
+    report = shoot(viewer.get_viewer_url(), name)
+    REPORTS[name] = report
+    check_report(report, node, uuid, level)
+    check_content(report, version, level)
+    compare_with_locked(world, ng, name, report)
+    return report
+
+
+def locked_report(world: World, ng) -> dict:
+    """The locked case's report, shot now if that case did not run first (as with -k)."""
+    if "locked" not in REPORTS:
+        viewer = open_viewer(ng, world.a, world.root, 0)
+        REPORTS["locked"] = shoot(viewer.get_viewer_url(), "locked")
+    base = REPORTS["locked"]
+    if not base["ready"] or base["failed"] or base["errors"]:
+        pytest.fail("the locked case, which this one is compared with, did not load: see its failure")
+    return base
+
+
+def luma(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def compare_with_locked(world: World, ng, name: str, report: dict):
+    """The pictures of the other cases against the locked version's."""
+    if name == "locked":
+        return
+    base = locked_report(world, ng)
+    for layer in ("grayscale", "labels"):
+        a, b = panel_pixels(base, layer), panel_pixels(report, layer)
+        assert a.shape == b.shape, (a.shape, b.shape)
+        changed = np.mean(np.any(a != b, axis=2))
+        if name == "pulled":
+            # The same version, pulled: the same picture.
+            assert changed < 0.001, f"B's {layer} differs from A's in {changed:.3%} of pixels"
+        elif name == "child":
+            # The child rewrote a 48x48 square of the middle plane: about 10% of the panel.
+            assert changed > 0.05, f"the child's {layer} shows no change ({changed:.3%} of pixels)"
+            if layer == "grayscale":
+                bright = np.mean(luma(b) >= 245) - np.mean(luma(a) >= 245)
+                assert bright > 0.05, f"the child's bright square is missing ({bright:.3%})"
+        elif name == "level1":
+            # Level 1 is level 0 at half the resolution: the same picture, blockier.
+            if layer == "grayscale":
+                corr = np.corrcoef(luma(a).ravel(), luma(b).ravel())[0, 1]
+                assert corr > 0.85, f"level 1 grayscale does not look like level 0 (r={corr:.3f})"
+            else:
+                same = np.mean(np.all(a == b, axis=2))
+                assert same > 0.7, f"level 1 labels do not look like level 0 ({same:.3%} same)"
