@@ -13,37 +13,47 @@ background, not uniform), that no request failed, that no worker or page logged 
 child shows its change, that B's picture is A's, and that level 1 came from the `_1` instances and
 looks like level 0.
 
+`test_readme_view_command` runs the `view.py --demo` command of README.md's "View it in
+Neuroglancer" and checks what its viewer shows the same way, and that Ctrl-C stops it and its node.
+
 Screenshots and reports go to DVID_ARTIFACTS (default tests/clients/artifacts/).
 Needs: `pip install -r tests/clients/neuroglancer/requirements.txt`, `npm ci` in
 tests/clients/neuroglancer, and Debian's chromium at /usr/bin/chromium (CHROMIUM overrides it).
 Outside CI a missing piece skips the test; under CI (CI set) it fails.
 """
 
+import colorsys
 import json
 import os
 import pathlib
+import queue
+import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from conftest import BIN, Node, http
+from conftest import BIN, ROOT, Node, http
 
 HERE = pathlib.Path(__file__).resolve().parent
 NG_DIR = HERE / "neuroglancer"
+sys.path.insert(0, str(NG_DIR))
+import ngview  # noqa: E402  (shared with neuroglancer/view.py)
+from ngview import CHANGE, CHANGE_GRAY, CHANGE_LABEL, N, grayscale_volume, labels_volume  # noqa: E402
+
 ARTIFACTS = pathlib.Path(os.environ.get("DVID_ARTIFACTS", HERE / "artifacts"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
-N = 128  # the volume is N^3 voxels
 SENTINEL = "#ff00ff"  # crossSectionBackgroundColor: what a panel shows where nothing is drawn
 VIEWPORT = (1200, 640)
 ZOOM = 0.2  # crossSectionScale: 5 screen pixels per voxel, so the volume fills each panel
-CHANGE = (slice(40, 88), slice(72, 120), slice(8, 56))  # z, y, x of the cube the child rewrites
-CHANGE_GRAY = 255  # brighter than anything in the original volume
-CHANGE_LABEL = 77
-LABEL_IDS = [1, 2, 3, 4_000_000_007, 2**40 + 5]  # past 32 bits too: labelblk is uint64
 
 IS_CI = bool(os.environ.get("CI"))
 
@@ -54,42 +64,8 @@ def missing(what: str):
     pytest.skip(what)
 
 
-# ----------------------------------------------------------------------------------------------
-# The data: recognisable shapes, not noise, so that a screenshot shows whether they arrived.
-
-
-def grayscale_volume() -> np.ndarray:
-    """uint8 [z, y, x]: a diagonal ramp (40..150) with three shaded bright spheres (<= 225) and a
-    dark ring, so each xy panel has structure everywhere and nothing reaches CHANGE_GRAY."""
-    z, y, x = np.mgrid[0:N, 0:N, 0:N].astype(np.float32)
-    v = 40 + 70 * x / (N - 1) + 40 * y / (N - 1)
-    for cx, cy, cz, r in [(40, 40, 64, 26), (92, 56, 60, 20), (70, 100, 70, 18)]:
-        d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / r
-        v = np.where(d < 1, 225 - 90 * d**2, v)
-    ring = np.abs(np.sqrt((x - 64) ** 2 + (y - 64) ** 2) - 56)
-    v = np.where(ring < 3, 10, v)
-    return np.clip(v, 0, 250).astype(np.uint8)
-
-
-def labels_volume() -> np.ndarray:
-    """uint64 [z, y, x]: five labelled blobs (ellipsoids) on background 0, covering about half of
-    the middle xy plane."""
-    z, y, x = np.mgrid[0:N, 0:N, 0:N].astype(np.float32)
-    v = np.zeros((N, N, N), np.uint64)
-    blobs = [(36, 36, 64, 30, 24, 40), (96, 34, 64, 24, 28, 40), (34, 96, 64, 28, 26, 40),
-             (94, 94, 64, 26, 26, 40), (64, 64, 64, 16, 16, 30)]
-    for label, (cx, cy, cz, rx, ry, rz) in zip(LABEL_IDS, blobs):
-        inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 < 1
-        v[inside] = label
-    return v
-
-
 def post_raw(node: Node, uuid: str, instance: str, vol: np.ndarray, offset=(0, 0, 0)):
-    sz, sy, sx = vol.shape
-    url = (f"{node.api}/node/{uuid}/{instance}/raw/0_1_2/{sx}_{sy}_{sz}/"
-           f"{offset[0]}_{offset[1]}_{offset[2]}")
-    status, _, body = http("POST", url, np.ascontiguousarray(vol).astype(vol.dtype.newbyteorder("<")).tobytes())
-    assert status == 200, f"POST {url}: {status} {body[:300]!r}"
+    ngview.post_raw(node.api, uuid, instance, vol, offset)
 
 
 def get_raw(node: Node, uuid: str, instance: str, dtype, size, offset=(0, 0, 0)) -> np.ndarray:
@@ -154,10 +130,8 @@ def build_world(tmp: pathlib.Path, w: World):
     a.cli("commit", w.root, "--note", "grayscale, labels and two levels of each")
 
     w.child = a.cli("newversion", w.root).split()[-1]
-    z, y, x = CHANGE
-    cube = (z.stop - z.start, y.stop - y.start, x.stop - x.start)
-    post_raw(a, w.child, "grayscale", np.full(cube, CHANGE_GRAY, np.uint8), (x.start, y.start, z.start))
-    post_raw(a, w.child, "labels", np.full(cube, CHANGE_LABEL, np.uint64), (x.start, y.start, z.start))
+    for instance in ("grayscale", "labels"):
+        post_raw(a, w.child, instance, *ngview.change_cube(instance))
 
     try:
         a.cli("share", w.root, b_id)
@@ -174,8 +148,7 @@ def build_world(tmp: pathlib.Path, w: World):
         w.errors["pulled"] = f"pulling to B failed: {e}"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def need_browser():
     for what, ok in [
         (f"{CHROMIUM} (apt-get install chromium)", pathlib.Path(CHROMIUM).exists()),
         ("node (apt-get install nodejs npm)", shutil.which("node") is not None),
@@ -184,6 +157,11 @@ def world(tmp_path_factory):
     ]:
         if not ok:
             missing(f"needs {what}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    need_browser()
     w = World()
     w.errors = {}
     try:
@@ -198,28 +176,9 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ng():
     try:
-        import neuroglancer
-        import neuroglancer.credentials_provider
-        import neuroglancer.default_credentials_manager
+        return ngview.neuroglancer_for_dvid()
     except ImportError:
         missing("needs the neuroglancer package (pip install -r tests/clients/neuroglancer/requirements.txt)")
-
-    class Anonymous(neuroglancer.credentials_provider.CredentialsProvider):
-        """These nodes take anonymous reads. (The package's own DVID provider wants a token for each
-        server in DVID_CREDENTIALS, and answers 401 otherwise, after which the page sends no DVID
-        request at all.)"""
-
-        def get_new(self):
-            import concurrent.futures
-
-            f = concurrent.futures.Future()
-            f.set_result({})
-            return f
-
-    neuroglancer.default_credentials_manager.default_credentials_manager.register(
-        "DVID", lambda _parameters: Anonymous())
-    neuroglancer.set_server_bind_address("127.0.0.1")
-    return neuroglancer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,13 +346,31 @@ def check_content(report: dict, version: str, level: int):
     assert len(set(colours.values())) == len(colours), f"labels share a colour: {colours}\n{info}"
 
 
-def check_report(report: dict, node: Node, uuid: str, level: int):
+def check_loaded(report: dict, node_url: str, uuid: str) -> list[str]:
+    """Everything loaded from this node and version, and nothing failed. Returns the chunk URLs."""
     info = summary(report)
     assert report["ready"], f"the data never finished loading\n{info}"
     assert not report["failed"], f"requests failed\n{info}"
     assert not report["errors"], f"console errors in the page or its workers\n{info}"
     for layer in report["layers"]:
         assert all(s["state"] == "loaded" for s in layer["sources"]), info
+    # Every DVID request went to this node and version, and every chunk source on this node
+    # finished: its visible chunks are on the GPU.
+    dvid = [r for r in report["requests"] if "/api/" in r["url"]]
+    assert dvid, info
+    assert all(r["url"].startswith(node_url + "/api/") for r in dvid), info
+    chunk_urls = [r["url"] for r in dvid if "/api/node/" in r["url"]]
+    assert chunk_urls and all(f"/api/node/{uuid}/" in u for u in chunk_urls), info
+    sources = [s for s in report["chunkSources"] if (s.get("parameters") or {}).get("baseUrl") == node_url]
+    assert sources, info
+    for s in sources:
+        assert s["visibleFailed"] == 0 and s["visibleGpu"] == s["visibleTotal"], info
+    return chunk_urls
+
+
+def check_report(report: dict, node: Node, uuid: str, level: int):
+    info = summary(report)
+    chunk_urls = check_loaded(report, node.url, uuid)
     # Real data drawn: not the background, and not a uniform panel.
     for name in ("grayscale", "labels"):
         p = panel(report, name)
@@ -406,17 +383,6 @@ def check_report(report: dict, node: Node, uuid: str, level: int):
     # The labels drew segments in several colours besides the background where label 0 is.
     labels = panel(report, "labels")
     assert labels["sentinelFraction"] > 0.1, f"label 0 should be transparent\n{info}"
-    # Every DVID request went to this node and version, and every chunk source on this node
-    # finished: its visible chunks are on the GPU.
-    dvid = [r for r in report["requests"] if "/api/" in r["url"]]
-    assert dvid, info
-    assert all(r["url"].startswith(node.url + "/api/") for r in dvid), info
-    chunk_urls = [r["url"] for r in dvid if "/api/node/" in r["url"]]
-    assert chunk_urls and all(f"/api/node/{uuid}/" in u for u in chunk_urls), info
-    sources = [s for s in report["chunkSources"] if (s.get("parameters") or {}).get("baseUrl") == node.url]
-    assert sources, info
-    for s in sources:
-        assert s["visibleFailed"] == 0 and s["visibleGpu"] == s["visibleTotal"], info
     # The level Neuroglancer drew from: level 0 reads `grayscale` and `labels`, level 1 stops at
     # `grayscale_1` and `labels_1` (the coarser `_2` are loaded first in both cases).
     for name in ("grayscale", "labels"):
@@ -505,3 +471,154 @@ def compare_with_locked(world: World, ng, name: str, report: dict):
             else:
                 same = np.mean(np.all(a == b, axis=2))
                 assert same > 0.7, f"level 1 labels do not look like level 0 ({same:.3%} same)"
+
+
+# ----------------------------------------------------------------------------------------------
+# The README's command: `view.py --demo`, as a newcomer runs it.
+
+README_SECTION = "## View it in Neuroglancer"
+
+
+def readme_demo_command() -> list[str]:
+    """The `python .../view.py --demo` line of the ```console block in README.md's section, with this
+    interpreter (the venv's) in place of the one the README names."""
+    text = (ROOT / "README.md").read_text()
+    if README_SECTION not in text:
+        pytest.fail(f"README.md has no section {README_SECTION!r}")
+    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```console\n(.*?)```", section, re.S)
+    assert block, f"no ```console block in README.md's {README_SECTION!r}"
+    pythons = []
+    for line in block.group(1).splitlines():
+        words = shlex.split(line.strip().removeprefix("$ "), comments=True)
+        if words and re.fullmatch(r"(\S*/bin/)?python(3[.0-9]*)?", words[0]):
+            pythons.append(words)
+    demo = [w for w in pythons if "--demo" in w and any(x.endswith("view.py") for x in w)]
+    assert len(demo) == 1, f"want one `python .../view.py --demo` line in the console block, got {pythons}"
+    return [sys.executable, *demo[0][1:]]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as dvid and tornado bind
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_free_ports(cmd: list[str]) -> tuple[list[str], str]:
+    """The command with free ports in place of the README's if those are taken, and the node's
+    HTTP address."""
+    def option(name: str, default: str, free) -> str:
+        value = cmd[cmd.index(name) + 1] if name in cmd else default
+        if not port_free(int(value.rsplit(":", 1)[-1])):
+            value = free()
+            if name in cmd:
+                cmd[cmd.index(name) + 1] = value
+            else:
+                cmd.extend([name, value])
+        return value
+
+    cmd = list(cmd)
+    http_addr = option("--http", "127.0.0.1:8000", lambda: f"127.0.0.1:{free_port()}")
+    option("--viewer-port", "8050", lambda: str(free_port()))
+    return cmd, http_addr
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for d in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def check_overlay(report: dict):
+    """The demo's viewer: an xy panel and a 3-D panel, each with both layers. In the xy panel the
+    grayscale shows through grey where label 0 is, with its structure, and the segments are drawn
+    in several colours over it (Neuroglancer blends them, which keeps their hue)."""
+    from PIL import Image
+
+    info = summary(report)
+    panels = sorted(report["panels"], key=lambda p: p["x"])
+    assert len(panels) == 2 and all(p["layers"] == ["grayscale", "labels"] for p in panels), info
+    for p in panels:
+        assert p["pixels"] > 100_000 and p["distinctColours"] >= 50 and p["lumaStd"] > 10, info
+    x, y, w, h = panels[0]["crop"]
+    with Image.open(report["screenshot"]) as im:
+        rgb = np.asarray(im.convert("RGB"))[y:y + h, x:x + w].reshape(-1, 3).astype(int)
+    sat = rgb.max(axis=1) - rgb.min(axis=1)
+    background = rgb.max(axis=1) <= 2
+    grey = rgb[(sat <= 4) & ~background]
+    coloured = rgb[sat > 24]
+    assert np.mean(background) < 0.4, f"the xy panel is mostly background ({np.mean(background):.1%})\n{info}"
+    assert len(grey) > 0.15 * len(rgb) and grey[:, 0].std() > 10 and len(np.unique(grey[:, 0])) >= 50, \
+        f"the xy panel shows no grayscale where label 0 is\n{info}"
+    assert len(coloured) > 0.15 * len(rgb), f"the xy panel shows no segments ({len(coloured)} px)\n{info}"
+    colours, counts = np.unique(coloured, axis=0, return_counts=True)
+    hues = np.array([colorsys.rgb_to_hsv(*(c / 255))[0] for c in colours])
+    share, _ = np.histogram(hues, bins=24, range=(0, 1), weights=counts / counts.sum())
+    assert np.sum(share > 0.03) >= 4, f"the segments are not drawn in several colours: {share.round(3)}\n{info}"
+
+
+def test_readme_view_command(ng):
+    """README.md's `view.py --demo` serves a viewer that draws both layers of the demo, and
+    Ctrl-C stops it and the node it started."""
+    need_browser()
+    cmd, http_addr = with_free_ports(readme_demo_command())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / "neuroglancer-readme-view.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    out = queue.Queue()
+    threading.Thread(target=lambda: [out.put(line) for line in proc.stdout] + [out.put(None)],
+                     daemon=True).start()
+    lines, nodes = [], []
+    try:
+        deadline = time.time() + 180
+        while not lines:
+            line = out.get(timeout=max(0.1, deadline - time.time()))
+            assert line is not None, f"{shlex.join(cmd)} exited ({proc.wait()}): see {log.name}"
+            lines.append(line)
+        m = re.fullmatch(r"Open (http://127\.0\.0\.1:\d+/v/\w+/)\n", lines[0])
+        assert m, f"want `Open URL` first, got {lines[0]!r}"
+        nodes = [p for p in child_pids(proc.pid)
+                 if b"serve" in pathlib.Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
+        assert len(nodes) == 1, f"view.py should run one dvid node, runs {nodes}"
+
+        report = shoot(m.group(1), "readme")
+        source = report["layers"][0]["sources"][0]["url"] if report["layers"] else ""
+        uuid = re.search(r"/([0-9a-f]{32})/", source)
+        assert uuid, f"no version in the layer source {source!r}\n{summary(report)}"
+        chunk_urls = check_loaded(report, f"http://{http_addr}", uuid.group(1))
+        for name in ("grayscale", "labels"):  # 4 screen pixels per voxel: level 0
+            assert any(f"/{name}/raw/" in u for u in chunk_urls), f"no chunk of {name}\n{summary(report)}"
+        check_overlay(report)
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, f"view.py exited {proc.returncode} on SIGINT: see {log.name}"
+        assert not pathlib.Path(f"/proc/{nodes[0]}").exists(), "the dvid node outlived view.py"
+        with pytest.raises(OSError):
+            host, port = http_addr.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=2).close()
+        while (line := out.get(timeout=10)) is not None:
+            lines.append(line)
+        assert len(lines) == 1, f"view.py printed more than its `Open` line: {lines}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in nodes:
+            if pathlib.Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        log.close()

@@ -125,7 +125,10 @@ def main():
     except ImportError:
         fail("needs the neuroglancer package: pip install neuroglancer==2.41.2")
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the node on SIGTERM too
+    # Ctrl-C (even when started with SIGINT ignored, as from a background job) and SIGTERM stop
+    # the node too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     node = None
     try:
         if args.demo:
@@ -134,6 +137,7 @@ def main():
             uuid, image, segmentation = make_demo(server), "grayscale", "labels"
         else:
             server = args.server.rstrip("/")
+            server = server if "://" in server else "http://" + server
             status, text = get(f"{server}/api/server/info")
             if status != 200:
                 fail(f"{server} does not look like a dvid node: GET /api/server/info answered {status}")
@@ -157,6 +161,14 @@ def main():
             if segmentation:
                 s.layers[segmentation] = ng.SegmentationLayer(source=f"dvid://{server}/{uuid}/{segmentation}")
             s.layout = "xy-3d"
+            # Black, which also hides the zeros that Neuroglancer's DVID source draws past the end
+            # of a level (it pads each level's extent to a multiple of 64 voxels).
+            s.cross_section_background_color = "black"
+            if args.demo:  # 8 nm voxels: 4 screen pixels per voxel, and the 3-D view tilted
+                s.dimensions = ng.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[8, 8, 8])
+                s.cross_section_scale = 0.25
+                s.projection_scale = 300
+                s.projection_orientation = [0.25, -0.2, 0.03, 0.95]
         print(f"Open {viewer.get_viewer_url()}", flush=True)
         while node is None or node.poll() is None:
             time.sleep(0.5)
