@@ -13,6 +13,13 @@ background, not uniform), that no request failed, that no worker or page logged 
 child shows its change, that B's picture is A's, and that level 1 came from the `_1` instances and
 looks like level 0.
 
+`test_meshes_and_skeletons` follows Neuroglancer's DVID conventions for a labelblk `labels` on a
+node of its own: a segment's mesh in the keyvalue `labels_meshes` at `{id}.ngmesh` (in nm) and a
+segment's skeleton in `labels_skeletons` at `{id}_swc` (SWC, in voxels). A 3-D panel, orthographic
+and looking down z, shows one segment's mesh and another's skeleton; the test checks that both keys
+were read (200) with nothing failed or logged, that the mesh covers its blob's outline and the
+skeleton's lines lie on its edges, each in its segment's colour, and that nothing else is drawn.
+
 `test_readme_view_command` runs the `view.py --demo` command of README.md's "View it in
 Neuroglancer" and checks what its viewer shows the same way, and that Ctrl-C stops it and its node.
 
@@ -241,7 +248,7 @@ def summary(report: dict) -> str:
         lines.append(f"layer {layer['name']} {layer['type']}: {layer['sources']}")
     for src in report["chunkSources"]:
         p = src.get("parameters") or {}
-        lines.append(f"chunks {p.get('dataInstanceKey')}@{p.get('nodeKey', '')[:8]} {src['chunkDataSize']}: "
+        lines.append(f"chunks {p.get('dataInstanceKey')}@{p.get('nodeKey', '')[:8]} {src.get('chunkDataSize', src['type'])}: "
                      f"visible {src['visibleTotal']} gpu {src['visibleGpu']} failed {src['visibleFailed']} "
                      f"downloading {src['visibleDownloading']} queued {src['visibleQueued']}")
     for p in report["panels"]:
@@ -258,8 +265,10 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def panel(report: dict, layer: str) -> dict:
-    found = [p for p in report["panels"] if p["layers"] == [layer]]
+def panel(report: dict, layer: str | list[str]) -> dict:
+    """The panel of the layer group of `layer` (a layer's name, or the list of the group's)."""
+    want = [layer] if isinstance(layer, str) else list(layer)
+    found = [p for p in report["panels"] if p["layers"] == want]
     assert len(found) == 1, f"no single panel for {layer}: {report['panels']}"
     return found[0]
 
@@ -471,6 +480,227 @@ def compare_with_locked(world: World, ng, name: str, report: dict):
             else:
                 same = np.mean(np.all(a == b, axis=2))
                 assert same > 0.7, f"level 1 labels do not look like level 0 ({same:.3%} same)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Meshes and skeletons: Neuroglancer's DVID conventions, in a 3-D panel.
+#
+# For a volume instance NAME, Neuroglancer (src/datasource/dvid/frontend.ts) adds a `meshes`
+# subsource when the repo has an instance NAME_meshes and a `skeletons` subsource when it has
+# NAME_skeletons, both enabled by default. It reads a segment's mesh from the key `{id}.ngmesh`
+# (backend.ts: little-endian uint32 vertex count, float32 x,y,z per vertex, then uint32 triangle
+# indices to the end) in nanometres: the mesh subsource maps them to voxels through
+# diag(1/VoxelSize). It reads the skeleton from `{id}_swc` (SWC text) with no transform: in voxels.
+# It asks for both of every segment shown, and a missing key is a failed request and a logged
+# error; so the viewer has two layers on the one source, one with only the meshes enabled showing
+# MESH_ID and one with only the skeletons showing SKELETON_ID, drawn in one 3-D panel.
+
+MESH_ID = ngview.LABEL_IDS[3]  # 4_000_000_007, the blob at (94, 94, 64): past 31 bits
+SKELETON_ID = ngview.LABEL_IDS[4]  # 2**40 + 5, the blob at (64, 64, 64): past 32 bits
+MESH_BLOB = ((94, 94, 64), (26, 26, 40))  # centre and radii, in voxel indices (labels_volume)
+# A plus sign through the middle blob, in the plane z = 64 (voxel coordinates: voxel i spans
+# [i, i + 1), so its centre is at i + 0.5), as SWC nodes (id, x, y, z, parent).
+SKELETON_NODES = [(1, 64.5, 64.5, 64.5, -1), (2, 50.5, 64.5, 64.5, 1), (3, 78.5, 64.5, 64.5, 1),
+                  (4, 64.5, 50.5, 64.5, 1), (5, 64.5, 78.5, 60.5, 4)]
+MESH_COLOUR, SKELETON_COLOUR = "#00ff00", "#ffff00"
+SKELETON_LINE_PX = 4.0
+PROJECTION_SCALE = 160  # orthographic: voxels per 3-D panel height
+
+
+def ellipsoid_mesh(centre, radii, n_lat=24, n_lon=48) -> tuple[np.ndarray, np.ndarray]:
+    """A closed ellipsoid surface: [V, 3] float32 vertices in the units of `centre` and `radii`,
+    and [T, 3] uint32 triangles wound outwards."""
+    theta = np.pi * np.arange(1, n_lat) / n_lat
+    phi = 2 * np.pi * np.arange(n_lon) / n_lon
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    unit = np.concatenate([[[0, 0, 1]], np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p),
+                                                  np.cos(t)], -1).reshape(-1, 3), [[0, 0, -1]]])
+    verts = np.asarray(centre) + unit * np.asarray(radii)
+    ring = lambda i, j: 1 + i * n_lon + j % n_lon  # noqa: E731
+    south = len(unit) - 1
+    tris = []
+    for j in range(n_lon):
+        tris.append((0, ring(0, j), ring(0, j + 1)))
+        tris.append((south, ring(n_lat - 2, j + 1), ring(n_lat - 2, j)))
+        for i in range(n_lat - 2):
+            tris.append((ring(i, j), ring(i + 1, j), ring(i + 1, j + 1)))
+            tris.append((ring(i, j), ring(i + 1, j + 1), ring(i, j + 1)))
+    tris = np.array(tris, np.uint32)
+    a, b, c = (verts[tris[:, k]] for k in range(3))
+    inward = np.einsum("ij,ij->i", np.cross(b - a, c - a), (a + b + c) / 3 - centre) < 0
+    tris[inward] = tris[inward][:, ::-1]
+    return verts.astype(np.float32), tris
+
+
+def ngmesh(verts: np.ndarray, tris: np.ndarray) -> bytes:
+    """Neuroglancer's DVID mesh format (decodeFragmentChunk in datasource/dvid/backend.ts)."""
+    return (np.uint32(len(verts)).astype("<u4").tobytes() + verts.astype("<f4").tobytes()
+            + tris.astype("<u4").tobytes())
+
+
+def swc(nodes) -> bytes:
+    lines = ["# a plus sign through one blob, in voxel coordinates"]
+    lines += [f"{n} 0 {x:.1f} {y:.1f} {z:.1f} 1.0 {parent}" for n, x, y, z, parent in nodes]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def post_key(node: Node, uuid: str, instance: str, key: str, value: bytes):
+    url = f"{node.api}/node/{uuid}/{instance}/key/{key}"
+    status, _, body = http("POST", url, value)
+    assert status == 200, f"POST {url}: {status} {body[:300]!r}"
+
+
+def build_meshes_repo(node: Node) -> str:
+    """A repo with `labels` (labels_volume), `labels_meshes` holding MESH_ID's surface and
+    `labels_skeletons` holding SKELETON_ID's skeleton, committed. Returns the version."""
+    uuid = node.cli("repo", "new", "--alias", "meshes", "--description", "meshes and skeletons").split()[-1]
+    node.cli("instance", uuid, "labelblk", "labels", "--block-size", "64,64,64")
+    post_raw(node, uuid, "labels", labels_volume())
+    for name in ("labels_meshes", "labels_skeletons"):
+        url = f"{node.api}/repo/{uuid}/instance"
+        status, _, body = http("POST", url, json.dumps({"typename": "keyvalue", "dataname": name}).encode())
+        assert status == 200, f"POST {url}: {status} {body[:300]!r}"
+    extended = get_json(f"{node.api}/node/{uuid}/labels/info")["Extended"]
+    voxel_nm = np.array(extended["VoxelSize"], np.float64)
+    (cx, cy, cz), radii = MESH_BLOB
+    verts, tris = ellipsoid_mesh(np.array([cx, cy, cz]) + 0.5, np.array(radii, np.float64))
+    post_key(node, uuid, "labels_meshes", f"{MESH_ID}.ngmesh", ngmesh(verts * voxel_nm, tris))
+    post_key(node, uuid, "labels_skeletons", f"{SKELETON_ID}_swc", swc(SKELETON_NODES))
+    node.cli("commit", uuid, "--note", "labels, a mesh and a skeleton")
+    return uuid
+
+
+def open_3d_viewer(ng, node: Node, uuid: str):
+    """A viewer with one 3-D panel showing MESH_ID's mesh and SKELETON_ID's skeleton, seen down the
+    z axis through an orthographic projection (x right, y down, PROJECTION_SCALE voxels per panel
+    height, the panel's centre at the middle of the volume), without the cross sections: only the
+    mesh and the skeleton are drawn over the background."""
+    viewer = ng.Viewer()
+    url = f"dvid://{node.url}/{uuid}/labels"
+    with viewer.txn() as s:
+        s.dimensions = ng.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[8, 8, 8])
+        s.position = [N / 2, N / 2, N / 2]
+        s.projection_orientation = [0, 0, 0, 1]
+        s.projection_scale = PROJECTION_SCALE
+        s.projection_background_color = SENTINEL
+        s.show_slices = False
+        s.show_axis_lines = False
+        s.show_scale_bar = False
+        s.show_default_annotations = False
+        for name, segment, colour, off in (("meshes", MESH_ID, MESH_COLOUR, "skeletons"),
+                                           ("skeletons", SKELETON_ID, SKELETON_COLOUR, "meshes")):
+            layer = ng.SegmentationLayer(source=ng.LayerDataSource(url=url, subsources={off: False}),
+                                         segments=[segment], segment_colors={segment: colour})
+            layer.skeleton_rendering.line_width3d = SKELETON_LINE_PX
+            s.layers[name] = layer
+        s.layout = ng.row_layout([ng.LayerGroupViewer(
+            layers=["meshes", "skeletons"],
+            layout=ng.DataPanelLayout(type="3d", orthographic_projection=True))])
+    return viewer
+
+
+PANEL = ["meshes", "skeletons"]
+
+
+def expected_pixels(report: dict):
+    """Where the 3-D panel should show a voxel coordinate (x, y): a function to screenshot
+    (column, row) inside the panel's crop, and the panel's pixels per voxel."""
+    p = panel(report, PANEL)
+    x0, y0, _, _ = p["crop"]
+    k = p["height"] / PROJECTION_SCALE
+    cx, cy = p["x"] + p["width"] / 2, p["y"] + p["height"] / 2
+
+    def to_px(x, y):
+        return cx + (np.asarray(x) - N / 2) * k - x0, cy + (np.asarray(y) - N / 2) * k - y0
+
+    return to_px, k
+
+
+def check_meshes_and_skeletons(report: dict, node: Node, uuid: str):
+    info = summary(report)
+    check_loaded(report, node.url, uuid)
+    # Neuroglancer found `labels_meshes` and `labels_skeletons` and offers them as subsources that
+    # are on by default (each layer here turned one off).
+    for layer in report["layers"]:
+        subs = {x["id"]: x for x in layer["sources"][0]["subsources"] or []}
+        for sub in ("default", "meshes", "skeletons"):
+            assert sub in subs and subs[sub]["default"], f"{layer['name']}: no default subsource {sub}\n{info}"
+        want = {"meshes": layer["name"] == "meshes", "skeletons": layer["name"] == "skeletons"}
+        assert {k: subs[k]["enabled"] for k in want} == want, f"{layer['name']}: {subs}\n{info}"
+    # The mesh and the skeleton were read from their keys, and nothing else from these instances.
+    for instance, key in (("labels_meshes", f"{MESH_ID}.ngmesh"), ("labels_skeletons", f"{SKELETON_ID}_swc")):
+        url = f"{node.url}/api/node/{uuid}/{instance}/key/{key}"
+        got = [r for r in report["requests"] if r["url"].split("?")[0] == url]
+        assert got and all(r["status"] == 200 for r in got), f"want GET {url} answered 200\n{info}"
+        others = [r["url"] for r in report["requests"] if f"/{instance}/" in r["url"] and r not in got]
+        assert not others, f"unexpected requests to {instance}: {others}\n{info}"
+
+    rgb = panel_pixels(report, PANEL).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    sentinel = np.array([int(SENTINEL[i:i + 2], 16) for i in (1, 3, 5)])
+    background = np.all(np.abs(rgb - sentinel) <= 16, axis=-1)
+    mesh = (g >= 40) & (r * 2 < g) & (b * 2 < g)  # MESH_COLOUR, lit: (0, g, 0)
+    skeleton = (r >= 150) & (g >= 150) & (b < 100)  # SKELETON_COLOUR, unlit
+    to_px, k = expected_pixels(report)
+    rows, cols = np.mgrid[0:rgb.shape[0], 0:rgb.shape[1]] + 0.5
+    corners = rows < 80  # the panel's widgets (the axes' names, the maximise button)
+    mesh &= ~corners
+    skeleton &= ~corners
+
+    # The mesh covers the blob's outline as seen down z (an ellipse with the blob's x and y radii),
+    # and nothing outside it: in nanometres, divided by the voxel size, it landed on its blob.
+    (bx, by, _), (rx, ry, _) = MESH_BLOB
+    ex, ey = to_px(bx + 0.5, by + 0.5)
+
+    def ellipse(grow_px):
+        return ((cols - ex) / (rx * k + grow_px)) ** 2 + ((rows - ey) / (ry * k + grow_px)) ** 2 < 1
+
+    inside, outside = ellipse(-3), ~ellipse(3)
+    assert mesh.sum() > 0, f"no pixel in the mesh's colour {MESH_COLOUR}: the mesh is not drawn\n{info}"
+    assert np.mean(mesh[inside]) > 0.97, (
+        f"the mesh covers only {np.mean(mesh[inside]):.1%} of its blob's outline "
+        f"({mesh.sum()} mesh pixels)\n{info}")
+    assert np.sum(mesh & outside) < 0.01 * mesh.sum(), (
+        f"{np.sum(mesh & outside)} mesh pixels outside its blob's outline\n{info}")
+    # Lit as a surface (each triangle by its normal), not a flat disc.
+    lit = g[inside]
+    assert np.percentile(lit, 95) - np.percentile(lit, 5) > 60, (
+        f"the mesh is not shaded as a surface: green {np.percentile(lit, 5):.0f}.."
+        f"{np.percentile(lit, 95):.0f}\n{info}")
+
+    # The skeleton: lines of its colour along each of its edges, and nowhere else.
+    nodes = {n: (x, y) for n, x, y, _, _ in SKELETON_NODES}
+    near = np.zeros_like(skeleton)
+    for n, x, y, _, parent in SKELETON_NODES:
+        if parent < 0:
+            continue
+        (ax, ay), (bx2, by2) = to_px(x, y), to_px(*nodes[parent])
+        length = np.hypot(bx2 - ax, by2 - ay)
+        t = np.clip(((cols - ax) * (bx2 - ax) + (rows - ay) * (by2 - ay)) / length**2, 0, 1)
+        dist = np.hypot(cols - (ax + t * (bx2 - ax)), rows - (ay + t * (by2 - ay)))
+        near |= dist <= SKELETON_LINE_PX
+        # Every point of the edge (but its ends, where the lines meet) has the colour within a pixel.
+        on_line = (dist <= 1) & (t > 0.1) & (t < 0.9)
+        drawn = np.mean(skeleton[on_line]) if on_line.any() else 0
+        assert drawn > 0.9, (f"the skeleton edge {n}-{parent} is drawn at {drawn:.0%} of its "
+                             f"length ({skeleton.sum()} skeleton pixels)\n{info}")
+    assert np.sum(skeleton & ~near) < 0.02 * skeleton.sum(), (
+        f"{np.sum(skeleton & ~near)} skeleton pixels away from its edges\n{info}")
+    # Nothing else is drawn: the rest of the panel is the background.
+    rest = ~ellipse(3) & ~near & ~corners
+    assert np.mean(background[rest]) > 0.995, (
+        f"the panel shows {np.mean(~background[rest]):.2%} non-background pixels away from the mesh "
+        f"and the skeleton\n{info}")
+
+
+def test_meshes_and_skeletons(ng, node):
+    """A segment's mesh from `labels_meshes` and another's skeleton from `labels_skeletons`, drawn
+    in a 3-D panel where they belong, in their segments' colours."""
+    need_browser()
+    uuid = build_meshes_repo(node)
+    viewer = open_3d_viewer(ng, node, uuid)
+    report = shoot(viewer.get_viewer_url(), "meshes")
+    check_meshes_and_skeletons(report, node, uuid)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ fn http_bad_requests_get_clear_4xx() {
             413,
             "limit",
         ),
-        ("GET", g("raw/0_1/8_8_8/0_0_0"), vec![], 400, "0_1_2"),
+        ("GET", g("raw/0_1/8_8_8/0_0_0"), vec![], 400, "slice takes two integers"),
+        ("GET", g("raw/0_1_3/8_8_8/0_0_0"), vec![], 400, "use 0_1_2"),
         (
             "POST",
             g("raw/0_1_2/8_8_8/0_0_0"),

@@ -79,6 +79,10 @@ fn p2p_laptop_edits_come_back_and_merge() {
     laptop.wait_offered(&root);
     let (ok, out, err) = laptop.cli(&["pull", &root, "--region", "128,128,64:128,128,128"]);
     assert!(ok, "laptop region pull: {out}{err}");
+    // The laptop's instance info shows the part it holds, so a viewer asks only for that.
+    let info = laptop.get_json(&format!("/api/node/{root}/grayscale/info"));
+    assert_eq!(info["Extended"]["MinPoint"], json!([128, 128, 64]));
+    assert_eq!(info["Extended"]["MaxPoint"], json!([255, 255, 191]));
 
     // Offline: the server stops; the laptop edits inside its region and commits.
     assert!(server.stop());

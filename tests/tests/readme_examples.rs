@@ -67,7 +67,7 @@ fn readme_examples_run_as_written_and_leave_clean_stores() {
     for said in [
         "identical",
         "the edit is on the server",
-        "4 changed (0 added, 0 removed, 4 modified)",
+        "8 changed (0 added, 0 removed, 8 modified)",
     ] {
         assert!(
             stdout.contains(said),

@@ -16,7 +16,7 @@
 //   aborted             requests that Neuroglancer cancelled itself (net::ERR_ABORTED)
 //   console             console messages of the page and of its workers, and uncaught errors
 //   errors              the part of `console` that is an error (type error, or pageerror)
-//   layers              each layer: name, type, and the load state of each data source
+//   layers              each layer: name, type, and each data source's load state and subsources
 //   chunkSources        Neuroglancer's chunk statistics per chunk source (what the statistics
 //                       panel shows): visible chunks total, downloading, on GPU, failed, and the
 //                       source's parameters and chunk size
@@ -87,6 +87,16 @@ async function pageState() {
           url: ds.spec ? ds.spec.url : undefined,
           state: ls === undefined ? "loading" : ls.error !== undefined ? "error" : "loaded",
           error: ls && ls.error !== undefined ? text(ls.error) : undefined,
+          // What the source offers (for DVID: "default", "meshes", "skeletons", "bounds"), whether
+          // each is on by default, and whether this layer enabled it.
+          subsources:
+            ls && ls.error === undefined && ls.subsources
+              ? ls.subsources.map((sub) => ({
+                  id: sub.subsourceEntry.id,
+                  default: Boolean(sub.subsourceEntry.default),
+                  enabled: Boolean(sub.enabled),
+                }))
+              : undefined,
         };
       }),
     };
