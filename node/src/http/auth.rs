@@ -63,11 +63,11 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// `GET /api/server/token`: the token this request was admitted with, as text (empty when the
 /// node needs none), for viewers that then send it as `Authorization: Bearer` (Neuroglancer's
-/// DVID source over https asks here). Sent as `application/jwt`, DVID's tokens' type, so no
-/// newline is added to it as to text answers.
+/// DVID source over https asks here). Sent as bytes (`application/octet-stream`), so that no
+/// newline is added to it as to text answers: the token goes into a header as it is.
 pub async fn server_token(headers: HeaderMap) -> Response {
     let token = presented(&headers).unwrap_or("").to_string();
-    ([(CONTENT_TYPE, "application/jwt")], token).into_response()
+    ([(CONTENT_TYPE, "application/octet-stream")], token).into_response()
 }
 
 /// Refuses requests that lack the token their method needs, with 401.
