@@ -92,9 +92,12 @@ impl Store {
             handles.push(h);
         }
         // What to reduce: the level-0 blocks written in this version, or all of them when the
-        // base holds level 0 but no level 1 yet.
+        // base holds level 0 but not every level asked for (a first build, or a new level).
         let base0 = v.roots.get(&inst.id).copied();
-        let full = base0.is_some() && !v.roots.contains_key(&handles[1].instance.id);
+        let full = base0.is_some()
+            && handles[1..]
+                .iter()
+                .any(|h| !v.roots.contains_key(&h.instance.id));
         let mut changed = BTreeSet::new();
         self.scan_working(inst.id, v.id, &mut |_, index, _| {
             changed.extend(block_from_key(index));
@@ -278,6 +281,39 @@ mod tests {
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(got, vec![7, 7, 7, 7, 1 << 40, 1 << 40, 1 << 40, 1 << 40]);
+    }
+
+    #[test]
+    fn multiscale_a_new_level_is_built_whole_and_old_ones_by_the_change() {
+        let store = Store::open_memory().unwrap();
+        let root = store.create_repo("levels", "").unwrap().to_hex();
+        let spec = InstanceSpec::voxels("uint8blk", crate::Codec::Lz4, 32).unwrap();
+        store.create_instance(&root, "g", spec).unwrap();
+        let h = store.handle(&root, "g").unwrap();
+        let sub = Subvolume::new([0; 3], [64; 3]).unwrap();
+        store
+            .write_subvolume(&h, sub, &vec![7u8; 64 * 64 * 64])
+            .unwrap();
+        let blocks = |built: &[Level]| built.iter().map(|l| l.blocks).collect::<Vec<_>>();
+        let (full, built) = store.downres(&root, "g", Some(1)).unwrap();
+        assert_eq!(
+            (full, blocks(&built)),
+            (false, vec![1]),
+            "a root's writes are all new"
+        );
+        store.commit(&root, None, &[]).unwrap();
+        let child = store.new_version(&root, "").unwrap().to_hex();
+        // No change, but level 2 is new: every block is reduced.
+        let (full, built) = store.downres(&child, "g", Some(2)).unwrap();
+        assert_eq!((full, blocks(&built)), (true, vec![1, 1]));
+        store.commit(&child, None, &[]).unwrap();
+        let grandchild = store.new_version(&child, "").unwrap().to_hex();
+        let (full, built) = store.downres(&grandchild, "g", Some(2)).unwrap();
+        assert_eq!(
+            (full, blocks(&built)),
+            (false, vec![0, 0]),
+            "nothing changed"
+        );
     }
 
     #[test]
