@@ -211,12 +211,44 @@ fn numbers<T: std::str::FromStr>(text: &str, what: &str) -> Result<[T; 3]> {
 impl Store {
     /// Reads a subvolume; voxels never written read as 0. Bytes are x fastest, then y, then z.
     pub fn read_subvolume(&self, h: &DataHandle, sub: Subvolume) -> Result<Vec<u8>> {
+        let vb = h.instance.voxels()?.voxel_bytes;
+        self.read_into(h, sub, vb, |out: &mut [u8], bytes| {
+            out.copy_from_slice(bytes)
+        })
+    }
+
+    /// Reads a subvolume of 64-bit labels straight into labels (no byte buffer between), for
+    /// encoders that work on labels (compressed segmentation).
+    pub fn read_labels(&self, h: &DataHandle, sub: Subvolume) -> Result<Vec<u64>> {
+        if h.instance.voxels()?.voxel_bytes != 8 {
+            return Err(StoreError::BadRequest(format!(
+                "data instance {:?} is {}, not 64-bit labels",
+                h.instance.name,
+                h.instance.spec.datatype.name()
+            )));
+        }
+        self.read_into(h, sub, 1, |out: &mut [u64], bytes| {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                *o = u64::from_le_bytes(b.try_into().expect("8-byte labels"));
+            }
+        })
+    }
+
+    /// Reads a subvolume into `per_voxel` elements per voxel, `copy` turning each run of voxel
+    /// bytes into elements.
+    fn read_into<T: Clone + Default + Send>(
+        &self,
+        h: &DataHandle,
+        sub: Subvolume,
+        per_voxel: usize,
+        copy: impl Fn(&mut [T], &[u8]),
+    ) -> Result<Vec<T>> {
         let _gate = self.gate.read();
         let (v, inst) = self.readable(h)?;
         let vox = inst.voxels()?;
         let (bs, vb) = (vox.block_size(), vox.voxel_bytes);
         sub.check_block_count(bs)?;
-        let len = usize::try_from(sub.voxels().saturating_mul(vb as u64))
+        let len = usize::try_from(sub.voxels().saturating_mul(per_voxel as u64))
             .map_err(|_| StoreError::BadRequest("subvolume too large for this machine".into()))?;
         let blocks = sub.blocks(bs);
         self.check_blocks_held(&v, &inst, &blocks)?;
@@ -224,11 +256,12 @@ impl Store {
             .par_iter()
             .map(|&b| Ok((b, self.block_at(&inst, &v, b)?)))
             .collect::<Result<_>>()?;
-        let mut out = vec![0u8; len];
+        let mut out = vec![T::default(); len];
+        let scale = |bytes: usize| bytes / vb * per_voxel;
         for (b, data) in decoded {
             if let Some(data) = data {
                 intersection_runs(b, bs, &sub, vb, |bi, si, n| {
-                    out[si..si + n].copy_from_slice(&data[bi..bi + n]);
+                    copy(&mut out[scale(si)..scale(si + n)], &data[bi..bi + n]);
                 });
             }
         }

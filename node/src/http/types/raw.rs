@@ -283,20 +283,17 @@ async fn read_volume(
     }
     // Reading and encoding both run on a blocking thread: encoding a chunk takes milliseconds.
     let (bytes, gzipped) = blocking(move || {
+        if compression == Compression::GoogleGzip {
+            let labels = s.store.read_labels(&h, sub)?;
+            let encoded = compressed_segmentation::try_encode_u64(&labels, size, [8, 8, 8])
+                .map_err(dvid_store::StoreError::BadRequest)?;
+            return Ok((formats::gzip(&encoded), true));
+        }
         let bytes = s.store.read_subvolume(&h, sub)?;
         Ok(match compression {
-            Compression::None => (bytes, false),
             Compression::Lz4 => (formats::lz4(&bytes), false),
             Compression::Gzip => (formats::gzip(&bytes), false),
-            Compression::GoogleGzip => {
-                let labels: Vec<u64> = bytes
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte labels")))
-                    .collect();
-                let encoded = compressed_segmentation::try_encode_u64(&labels, size, [8, 8, 8])
-                    .map_err(dvid_store::StoreError::BadRequest)?;
-                (formats::gzip(&encoded), true)
-            }
+            _ => (bytes, false),
         })
     })
     .await?;
