@@ -106,6 +106,14 @@ impl Subvolume {
     }
 }
 
+/// The smallest inclusive box holding both inclusive boxes `a` and `b`.
+pub fn cover(a: (Point, Point), b: (Point, Point)) -> (Point, Point) {
+    (
+        std::array::from_fn(|k| a.0[k].min(b.0[k])),
+        std::array::from_fn(|k| a.1[k].max(b.1[k])),
+    )
+}
+
 /// Calls `run(block_index, sub_index, len)` for each x-run of the intersection of block `b` and `sub`,
 /// with byte indices into the block buffer and the subvolume buffer (both x fastest, then y, then z).
 pub fn intersection_runs(

@@ -2,7 +2,7 @@
 //! objects a pull has stored. The sync engine (in `dvid-protocol`) moves the objects between the two.
 
 use crate::catalog::{Instance, Repo, Uuid, Version, now};
-use crate::geometry::{Point, block_from_key};
+use crate::geometry::{Point, block_from_key, cover};
 use crate::manifest::{InstanceDef, Replica, Restriction, VersionDef, VersionManifest};
 use crate::records::put_record;
 use crate::tree::Scope;
@@ -152,13 +152,7 @@ impl Store {
                 pulled_extents.get(&d.data_uuid),
                 repo.instances.get_mut(&d.name),
             ) {
-                i.extents = Some(match i.extents {
-                    None => (lo, hi),
-                    Some((a, b)) => (
-                        std::array::from_fn(|k| a[k].min(lo[k])),
-                        std::array::from_fn(|k| b[k].max(hi[k])),
-                    ),
-                });
+                i.extents = Some(i.extents.map_or((lo, hi), |e| cover(e, (lo, hi))));
             }
         }
         let mut touched = BTreeSet::new();
@@ -268,13 +262,7 @@ impl Store {
             let mut bounds: Option<(Point, Point)> = None;
             self.trees.visit(Some(*root), &scope, &mut |e| {
                 if let Some(b) = block_from_key(&e.key) {
-                    bounds = Some(match bounds {
-                        None => (b, b),
-                        Some((lo, hi)) => (
-                            std::array::from_fn(|a| lo[a].min(b[a])),
-                            std::array::from_fn(|a| hi[a].max(b[a])),
-                        ),
-                    });
+                    bounds = Some(bounds.map_or((b, b), |bb| cover(bb, (b, b))));
                 }
                 true
             })?;

@@ -8,11 +8,15 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import threading
 import time
-import urllib.request
 
 import pytest
+
+# One request helper for the tests and view.py: ngview's (it never raises on 4xx/5xx).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "neuroglancer"))
+from ngview import http  # noqa: E402,F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(os.environ.get("DVID_BIN", ROOT / "target" / "release" / "dvid"))
@@ -81,13 +85,3 @@ def node(tmp_path):
     n = Node(tmp_path / "node")
     yield n
     n.stop()
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
-    """One request; returns (status, headers (case-insensitive), body bytes), never raising on 4xx/5xx."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Uri, header};
 use axum::response::IntoResponse;
+use dvid_store::geometry::cover;
 use dvid_store::{Instance, Point, Replica, Repo, Version};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -235,12 +236,7 @@ fn instance_json(
 /// `extents` within the bounding box of `boxes` (`None`: nothing of it is held).
 fn clip(extents: (Point, Point), boxes: &[(Point, Point)]) -> Option<(Point, Point)> {
     let (first, rest) = boxes.split_first()?;
-    let bound = rest.iter().fold(*first, |(lo, hi), (l, h)| {
-        (
-            std::array::from_fn(|a| lo[a].min(l[a])),
-            std::array::from_fn(|a| hi[a].max(h[a])),
-        )
-    });
+    let bound = rest.iter().fold(*first, |acc, &b| cover(acc, b));
     let lo: Point = std::array::from_fn(|a| extents.0[a].max(bound.0[a]));
     let hi: Point = std::array::from_fn(|a| extents.1[a].min(bound.1[a]));
     (0..3).all(|a| lo[a] <= hi[a]).then_some((lo, hi))

@@ -6,7 +6,7 @@ use super::{DataType, InstanceSpec, Settings};
 use crate::catalog::Instance;
 use crate::codec::decode_block;
 use crate::diff::KeyChange;
-use crate::geometry::{Point, Subvolume, block_from_key, block_key, intersection_runs};
+use crate::geometry::{Point, Subvolume, block_from_key, block_key, cover, intersection_runs};
 use crate::store::{DataHandle, WorkingEntry};
 use crate::tree::Scope;
 use crate::{Codec, ObjectId, Result, Store, StoreError};
@@ -309,26 +309,7 @@ impl Store {
                 Ok((b, ObjectId::of(&payload), payload))
             })
             .collect::<Result<_>>()?;
-        let mut objects = Vec::with_capacity(encoded.len());
-        let mut entries = Vec::with_capacity(encoded.len());
-        for (b, id, payload) in encoded {
-            entries.push((
-                block_key(b).to_vec(),
-                WorkingEntry {
-                    object: Some(id),
-                    name: vec![],
-                },
-            ));
-            objects.push((id, payload));
-        }
-        let mut extra = Vec::new();
-        let grown = grow_extents(inst.extents, &sub);
-        if Some(grown) != inst.extents {
-            let mut updated = inst.clone();
-            updated.extents = Some(grown);
-            extra.push(self.update_instance(&updated)?);
-        }
-        self.write_working(&inst, &v, objects, entries, extra)
+        self.store_blocks(&inst, &v, encoded, (sub.offset, sub.last()))
     }
 
     /// Writes whole blocks (each `block_bytes` long) to a mutable version, and grows the
@@ -362,6 +343,18 @@ impl Store {
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
         let (_, inst) = self.readable(h)?;
+        self.store_blocks(&inst, &v, encoded, extents)
+    }
+
+    /// Stores encoded blocks as working entries of a version and grows the instance's extents to
+    /// cover `covered`, in one write. Called under the instance's lock, with `inst` read under it.
+    fn store_blocks(
+        &self,
+        inst: &Instance,
+        v: &crate::Version,
+        encoded: Vec<(Point, ObjectId, Vec<u8>)>,
+        covered: (Point, Point),
+    ) -> Result<()> {
         let mut objects = Vec::with_capacity(encoded.len());
         let mut entries = Vec::with_capacity(encoded.len());
         for (b, id, payload) in encoded {
@@ -373,19 +366,13 @@ impl Store {
             objects.push((id, payload));
         }
         let mut extra = Vec::new();
-        let grown = match inst.extents {
-            None => extents,
-            Some((lo, hi)) => (
-                std::array::from_fn(|a| lo[a].min(extents.0[a])),
-                std::array::from_fn(|a| hi[a].max(extents.1[a])),
-            ),
-        };
+        let grown = inst.extents.map_or(covered, |e| cover(e, covered));
         if Some(grown) != inst.extents {
             let mut updated = inst.clone();
             updated.extents = Some(grown);
             extra.push(self.update_instance(&updated)?);
         }
-        self.write_working(&inst, &v, objects, entries, extra)
+        self.write_working(inst, v, objects, entries, extra)
     }
 
     /// The stored payloads (see [`crate::codec`]) of the blocks that exist among `blocks`, in the
@@ -433,16 +420,5 @@ impl Store {
                 inst.voxels()?.block_bytes(),
             )?)),
         }
-    }
-}
-
-fn grow_extents(current: Option<(Point, Point)>, sub: &Subvolume) -> (Point, Point) {
-    let last = sub.last();
-    match current {
-        None => (sub.offset, last),
-        Some((lo, hi)) => (
-            std::array::from_fn(|a| lo[a].min(sub.offset[a])),
-            std::array::from_fn(|a| hi[a].max(last[a])),
-        ),
     }
 }

@@ -50,7 +50,7 @@ def change_cube(instance: str) -> tuple[np.ndarray, tuple[int, int, int]]:
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
-    """One request; returns (status, headers, body bytes), never raising on 4xx/5xx (connection
+    """One request; returns (status, headers (case-insensitive), body bytes), never raising on 4xx/5xx (connection
     errors raise urllib.error.URLError)."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
