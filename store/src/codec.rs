@@ -148,10 +148,11 @@ pub fn decode_block(payload: &[u8], expected_len: usize) -> Result<Vec<u8>> {
     let body = &payload[HEADER..];
     let raw = match payload[0] {
         TAG_LZ4 => {
-            let mut out = vec![0u8; expected_len];
-            let n = lz4_flex::block::decompress_into(body, &mut out)
+            // `decompress` fills fresh memory without zeroing it first (`decompress_into` needs
+            // a zeroed buffer: a memset of every block read).
+            let out = lz4_flex::block::decompress(body, expected_len)
                 .map_err(|e| corrupt(&format!("lz4: {e}")))?;
-            (n == expected_len).then_some(out)
+            (out.len() == expected_len).then_some(out)
         }
         TAG_ZSTD => {
             let out = zstd::bulk::decompress(body, expected_len)

@@ -6,6 +6,7 @@
 //! - `c/next_id` -> u32 counter shared by repos, versions and instances
 //! - `r/{repo id}` -> `[format]` + postcard `Repo`
 //! - `v/{version id}` -> `[format]` + postcard `Version`
+//! - `l/{instance id}` -> postcard label counters of a labelmap (this node's, not versioned)
 //!
 //! Working space (uncommitted writes of mutable versions):
 //! - `{instance id}{version id}{index key}` -> postcard `WorkingEntry`
@@ -14,6 +15,12 @@ pub const FORMAT: &[u8] = b"c/format";
 pub const NEXT_ID: &[u8] = b"c/next_id";
 pub const REPO_PREFIX: &[u8] = b"r/";
 pub const VERSION_PREFIX: &[u8] = b"v/";
+
+pub const LABEL_COUNTERS_PREFIX: &[u8] = b"l/";
+
+pub fn label_counters(instance: u32) -> Vec<u8> {
+    [LABEL_COUNTERS_PREFIX, &instance.to_be_bytes()].concat()
+}
 
 pub fn repo(id: u32) -> Vec<u8> {
     [REPO_PREFIX, &id.to_be_bytes()].concat()

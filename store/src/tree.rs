@@ -74,6 +74,11 @@ pub enum Scope {
     All,
     /// Block keys inside these inclusive block boxes (none: no key).
     Blocks(Vec<(Point, Point)>),
+    /// Block keys inside these boxes, and every key that starts with a zero byte (a labelmap's
+    /// mapping, label indices and mutations, which no block key can start with).
+    BlocksAndMeta(Vec<(Point, Point)>),
+    /// Keys that start with these bytes.
+    Prefix(Vec<u8>),
 }
 
 impl Scope {
@@ -83,6 +88,11 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Blocks(boxes) => boxes.iter().any(|&b| prefix_meets_box(prefix, bits, b)),
+            Scope::BlocksAndMeta(boxes) => {
+                shares_bits(prefix, bits, &[0])
+                    || boxes.iter().any(|&b| prefix_meets_box(prefix, bits, b))
+            }
+            Scope::Prefix(p) => shares_bits(prefix, bits, p),
         }
     }
 
@@ -91,8 +101,18 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Blocks(boxes) => boxes.iter().any(|&b| key_in_box(key, b)),
+            Scope::BlocksAndMeta(boxes) => {
+                key.first() == Some(&0) || boxes.iter().any(|&b| key_in_box(key, b))
+            }
+            Scope::Prefix(p) => key.starts_with(p),
         }
     }
+}
+
+/// True if the first `bits` bits of `prefix` agree with `want` wherever both have bits: a subtree
+/// of those keys may hold keys starting with `want`.
+fn shares_bits(prefix: &[u8], bits: usize, want: &[u8]) -> bool {
+    (0..bits.min(want.len() * 8)).all(|i| bit(prefix, i) == bit(want, i))
 }
 
 /// A child of an inner node with the key prefix its subtree covers: its keys all start with the
@@ -544,6 +564,34 @@ impl Trees {
             }
         }
         Ok(true)
+    }
+
+    /// The greatest key within `scope`, entering only the subtrees the scope meets.
+    pub fn last_key(&self, root: Option<TreeRef>, scope: &Scope) -> Result<Option<Vec<u8>>> {
+        match root {
+            None => Ok(None),
+            Some(root) => self.last_in(&root.id, scope),
+        }
+    }
+
+    fn last_in(&self, id: &ObjectId, scope: &Scope) -> Result<Option<Vec<u8>>> {
+        let node = self.load(id)?;
+        if let Node::Leaf(entries) = &*node {
+            return Ok(entries
+                .iter()
+                .rev()
+                .find(|e| scope.keeps(&e.key))
+                .map(|e| e.key.clone()));
+        }
+        let subtrees: Vec<Subtree<'_>> = node.subtrees().collect();
+        for s in subtrees.iter().rev() {
+            if scope.enters(&s.prefix, s.bits)
+                && let Some(k) = self.last_in(&s.child.tree.id, scope)?
+            {
+                return Ok(Some(k));
+            }
+        }
+        Ok(None)
     }
 
     /// Every object id reachable from `root`: tree nodes and the objects their entries name.

@@ -98,16 +98,23 @@ pub async fn instance_info(
     Path((uuid, data)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
-    let (root, version, Target(h)) = blocking(move || {
+    let (root, version, Target(h), levels) = blocking(move || {
+        let levels = levels_of(&data, |n| store.handle(&uuid, n).is_ok());
         Ok((
             store.repo_root(&uuid)?,
             store.resolve(&uuid)?,
             Target(store.handle(&uuid, &data)?),
+            levels,
         ))
     })
     .await?;
     let held = version.replica.regions(&h.instance.name);
-    Ok(Json(instance_json(root, &h.instance, held.as_deref())?))
+    Ok(Json(instance_json(
+        root,
+        &h.instance,
+        held.as_deref(),
+        levels,
+    )?))
 }
 
 fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
@@ -142,7 +149,13 @@ fn repo_json(r: &Repo, versions: &BTreeMap<u32, Version>) -> Value {
             let held = held_in_repo(i, r.versions.iter().filter_map(|id| versions.get(id)));
             Some((
                 i.name.clone(),
-                instance_json(r.root, i, held.as_deref()).ok()?,
+                instance_json(
+                    r.root,
+                    i,
+                    held.as_deref(),
+                    levels_of(&i.name, |n| r.instances.contains_key(n)),
+                )
+                .ok()?,
             ))
         })
         .collect();
@@ -204,6 +217,7 @@ fn instance_json(
     repo: dvid_store::Uuid,
     i: &Instance,
     held: Option<&[(Point, Point)]>,
+    levels: u32,
 ) -> ApiResult<Value> {
     let api = types::api_for(i.spec.datatype.name())?;
     let clipped;
@@ -230,7 +244,14 @@ fn instance_json(
         "Versioned": true,
         "Tags": i.spec.tags,
     });
-    Ok(json!({ "Base": base, "Extended": api.extended(i) }))
+    Ok(json!({ "Base": base, "Extended": api.extended(i, levels) }))
+}
+
+/// How many multiscale levels `NAME_1`, `NAME_2`, … follow one another among the instances.
+fn levels_of(name: &str, exists: impl Fn(&str) -> bool) -> u32 {
+    (1..=dvid_store::types::MAX_LEVELS)
+        .take_while(|k| exists(&format!("{name}_{k}")))
+        .count() as u32
 }
 
 /// `extents` within the bounding box of `boxes` (`None`: nothing of it is held).

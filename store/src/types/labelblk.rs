@@ -10,14 +10,16 @@ pub static LABELBLK: VoxelType = VoxelType {
     voxel_bytes: 8,
     default_block_size: [32, 32, 32],
     downsample: super::Downsample::Mode,
+    indexed: false,
 };
 
 impl Store {
-    /// The labels at `points` (0 where never written), reading each touched block once.
+    /// The labels at `points` (0 where never written), reading each touched block once: a
+    /// labelmap's supervoxels.
     pub fn labels_at(&self, h: &DataHandle, points: &[Point]) -> Result<Vec<u64>> {
-        if h.instance.spec.datatype.name() != LABELBLK.name {
+        if h.instance.spec.datatype.voxel_bytes() != Some(8) {
             return Err(crate::StoreError::BadRequest(format!(
-                "data instance {:?} is {}; labels are read from labelblk instances",
+                "data instance {:?} is {}; labels are read from labelblk and labelmap instances",
                 h.instance.name,
                 h.instance.spec.datatype.name()
             )));

@@ -4,12 +4,13 @@
 
 mod keyvalue;
 mod labelblk;
+pub mod labelmap;
 mod multiscale;
 mod uint8blk;
 mod voxels;
 
 pub use keyvalue::MAX_VALUE_BYTES;
-pub use multiscale::Level;
+pub use multiscale::{Level, MAX_LEVELS};
 pub use voxels::{BlockGeometry, Downsample, MAX_BLOCK_BYTES, MAX_BLOCK_EDGE, VoxelType, Voxels};
 
 use crate::diff::KeyChange;
@@ -25,6 +26,7 @@ use std::fmt;
 pub static REGISTRY: &[&dyn DataType] = &[
     &uint8blk::UINT8BLK,
     &labelblk::LABELBLK,
+    &labelmap::LABELMAP,
     &keyvalue::KEYVALUE,
 ];
 
@@ -44,6 +46,22 @@ pub trait DataType: Send + Sync {
     /// subvolumes.
     fn voxel_bytes(&self) -> Option<usize> {
         None
+    }
+
+    /// What every block edge of its instances must be a multiple of (voxel types).
+    fn block_multiple(&self) -> i32 {
+        1
+    }
+
+    /// The type of its multiscale levels' instances (a labelmap's levels are labelblk: they hold
+    /// supervoxels, read through the labelmap's mapping).
+    fn level_type(&self) -> &'static str {
+        self.name()
+    }
+
+    /// Whether it keeps a label index that writes to its blocks update (labelmap).
+    fn indexes_labels(&self) -> bool {
+        false
     }
 
     /// How its multiscale levels are computed, for voxel types that have them.
@@ -194,7 +212,17 @@ impl InstanceSpec {
     /// valid block geometry, other types none.
     pub fn check(&self) -> Result<()> {
         match (self.datatype.voxel_bytes(), &self.geometry) {
-            (Some(vb), Some(g)) => g.check(vb),
+            (Some(vb), Some(g)) => {
+                let m = self.datatype.block_multiple();
+                if g.block_size.iter().any(|s| s % m != 0) {
+                    return Err(StoreError::BadRequest(format!(
+                        "BlockSize {:?}: a {} instance's block edges are multiples of {m}",
+                        g.block_size,
+                        self.datatype.name()
+                    )));
+                }
+                g.check(vb)
+            }
             (None, None) => Ok(()),
             (Some(_), None) => Err(StoreError::BadRequest(format!(
                 "a {} instance needs a block geometry",

@@ -75,6 +75,7 @@ impl Store {
                 }
                 Err(StoreError::NotFound(_)) => {
                     let mut spec = inst.spec.clone();
+                    spec.datatype = super::by_name(inst.spec.datatype.level_type())?;
                     if let Some(g) = spec.geometry.as_mut() {
                         g.voxel_size = g.voxel_size.map(|s| s * (1u32 << k) as f32);
                     }
@@ -189,7 +190,7 @@ fn check_level(
     level_name: &str,
     name: &str,
 ) -> Result<()> {
-    let same_type = base.datatype.name() == level.datatype.name();
+    let same_type = base.datatype.level_type() == level.datatype.name();
     let block = |s: &InstanceSpec| s.geometry.as_ref().map(|g| g.block_size);
     if same_type && block(base) == block(level) {
         return Ok(());

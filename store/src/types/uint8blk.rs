@@ -7,4 +7,5 @@ pub static UINT8BLK: VoxelType = VoxelType {
     voxel_bytes: 1,
     default_block_size: [32, 32, 32],
     downsample: super::Downsample::Mean,
+    indexed: false,
 };

@@ -2,6 +2,7 @@
 //! index, and subvolume reads and writes at any offset and size. Partial blocks are
 //! read-modify-written, so clients need not align to blocks (DVID demands it).
 
+use super::labelmap::{CountChange, block_counts};
 use super::{DataType, InstanceSpec, Settings};
 use crate::catalog::Instance;
 use crate::codec::decode_block;
@@ -26,6 +27,10 @@ pub struct VoxelType {
     pub default_block_size: Point,
     /// How its multiscale levels reduce 2×2×2 voxels to one.
     pub downsample: Downsample,
+    /// Whether it keeps a supervoxel → body mapping and a label index per body beside its
+    /// blocks, under keys starting with [`super::labelmap::META`] (labelmap). Its blocks' edges
+    /// are then multiples of 8, so no block key starts with that byte.
+    pub indexed: bool,
 }
 
 /// How 2×2×2 voxels become one voxel of the next coarser level.
@@ -128,10 +133,29 @@ impl DataType for VoxelType {
     }
 
     fn setting_names(&self) -> &'static [&'static str] {
-        &["BlockSize", "VoxelSize", "VoxelUnits", "Compression"]
+        if self.indexed {
+            &[
+                "BlockSize",
+                "VoxelSize",
+                "VoxelUnits",
+                "Compression",
+                "IndexedLabels",
+            ]
+        } else {
+            &["BlockSize", "VoxelSize", "VoxelUnits", "Compression"]
+        }
     }
 
     fn parse_settings(&self, settings: &mut Settings) -> Result<Option<BlockGeometry>> {
+        if self.indexed
+            && let Some(v) = settings.take("indexedlabels")
+            && !v.eq_ignore_ascii_case("true")
+        {
+            return Err(StoreError::BadRequest(format!(
+                "IndexedLabels {v:?}: a {} instance always indexes its labels",
+                self.name
+            )));
+        }
         let block_size = match settings.take("blocksize") {
             Some(text) => numbers::<i32>(&text, "BlockSize")?,
             None => self.default_block_size,
@@ -175,16 +199,38 @@ impl DataType for VoxelType {
         Some(self.downsample)
     }
 
+    fn level_type(&self) -> &'static str {
+        if self.indexed { "labelblk" } else { self.name }
+    }
+
+    fn indexes_labels(&self) -> bool {
+        self.indexed
+    }
+
+    fn block_multiple(&self) -> i32 {
+        if self.indexed { 8 } else { 1 }
+    }
+
+    /// A region keeps the blocks it meets; a labelmap keeps all of its mapping and indices too
+    /// (they are small beside the blocks, and the bodies touching the region need them).
     fn scope(&self, spec: &InstanceSpec, regions: Option<&[(Point, Point)]>) -> Scope {
         match (regions, &spec.geometry) {
             (Some(regions), Some(g)) => {
-                Scope::Blocks(regions.iter().map(|&r| g.block_box(r)).collect())
+                let boxes = regions.iter().map(|&r| g.block_box(r)).collect();
+                if self.indexed {
+                    Scope::BlocksAndMeta(boxes)
+                } else {
+                    Scope::Blocks(boxes)
+                }
             }
             _ => Scope::All,
         }
     }
 
     fn describe_key(&self, key: &[u8], _name: &[u8]) -> String {
+        if let Some(meta) = super::labelmap::describe_meta(key) {
+            return meta;
+        }
         match block_from_key(key) {
             Some([x, y, z]) => format!("block ({x},{y},{z})"),
             None => format!("index {key:02x?}"),
@@ -252,10 +298,8 @@ impl Store {
             .map_err(|_| StoreError::BadRequest("subvolume too large for this machine".into()))?;
         let blocks = sub.blocks(bs);
         self.check_blocks_held(&v, &inst, &blocks)?;
-        let decoded: Vec<(Point, Option<Vec<u8>>)> = blocks
-            .par_iter()
-            .map(|&b| Ok((b, self.block_at(&inst, &v, b)?)))
-            .collect::<Result<_>>()?;
+        let decoded: Vec<(Point, Option<Vec<u8>>)> =
+            map_blocks(&blocks, |b| Ok((b, self.block_at(&inst, &v, b)?)))?;
         let mut out = vec![T::default(); len];
         let scale = |bytes: usize| bytes / vb * per_voxel;
         for (b, data) in decoded {
@@ -292,21 +336,26 @@ impl Store {
         // Re-read under the lock: extents may have moved since `writable`.
         let (_, inst) = self.readable(h)?;
         let (block_bytes, codec) = (vox.block_bytes(), vox.geometry.codec);
-        let encoded: Vec<(Point, ObjectId, Vec<u8>)> = sub
+        let indexed = inst.spec.datatype.indexes_labels();
+        let encoded: Vec<Encoded> = sub
             .blocks(bs)
             .par_iter()
             .map(|&b| {
-                let mut block = if sub.covers_block(b, bs) {
-                    vec![0u8; block_bytes]
-                } else {
+                let covers = sub.covers_block(b, bs);
+                let old = if indexed || !covers {
                     self.block_at(&inst, &v, b)?
-                        .unwrap_or_else(|| vec![0u8; block_bytes])
+                } else {
+                    None
+                };
+                let before = indexed.then(|| old.as_deref().map(block_counts).unwrap_or_default());
+                let mut block = match old {
+                    Some(old) if !covers => old,
+                    _ => vec![0u8; block_bytes],
                 };
                 intersection_runs(b, bs, &sub, vb, |bi, si, n| {
                     block[bi..bi + n].copy_from_slice(&data[si..si + n]);
                 });
-                let payload = codec.encode(&block, bs);
-                Ok((b, ObjectId::of(&payload), payload))
+                Ok(Encoded::new(b, &block, bs, codec, before))
             })
             .collect::<Result<_>>()?;
         self.store_blocks(&inst, &v, encoded, (sub.offset, sub.last()))
@@ -333,16 +382,26 @@ impl Store {
         }
         let keys: Vec<Point> = blocks.iter().map(|(b, _)| *b).collect();
         self.check_blocks_held(&v, &inst, &keys)?;
-        let encoded: Vec<(Point, ObjectId, Vec<u8>)> = blocks
-            .into_par_iter()
-            .map(|(b, d)| {
-                let payload = codec.encode(&d, bs);
-                (b, ObjectId::of(&payload), payload)
-            })
-            .collect();
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
         let (_, inst) = self.readable(h)?;
+        let indexed = inst.spec.datatype.indexes_labels();
+        let encoded: Vec<Encoded> = blocks
+            .into_par_iter()
+            .map(|(b, d)| {
+                let before = if indexed {
+                    Some(
+                        self.block_at(&inst, &v, b)?
+                            .as_deref()
+                            .map(block_counts)
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    None
+                };
+                Ok(Encoded::new(b, &d, bs, codec, before))
+            })
+            .collect::<Result<_>>()?;
         self.store_blocks(&inst, &v, encoded, extents)
     }
 
@@ -352,18 +411,25 @@ impl Store {
         &self,
         inst: &Instance,
         v: &crate::Version,
-        encoded: Vec<(Point, ObjectId, Vec<u8>)>,
+        encoded: Vec<Encoded>,
         covered: (Point, Point),
     ) -> Result<()> {
         let mut objects = Vec::with_capacity(encoded.len());
         let mut entries = Vec::with_capacity(encoded.len());
-        for (b, id, payload) in encoded {
+        let mut counts = Vec::new();
+        for e in encoded {
             let entry = WorkingEntry {
-                object: Some(id),
+                object: Some(e.id),
                 name: vec![],
             };
-            entries.push((block_key(b).to_vec(), entry));
-            objects.push((id, payload));
+            entries.push((block_key(e.block).to_vec(), entry));
+            objects.push((e.id, e.payload));
+            counts.extend(e.counts);
+        }
+        if !counts.is_empty() {
+            let index = self.index_writes(inst, v, counts)?;
+            objects.extend(index.objects);
+            entries.extend(index.entries);
         }
         let mut extra = Vec::new();
         let grown = inst.extents.map_or(covered, |e| cover(e, covered));
@@ -386,15 +452,12 @@ impl Store {
         let (v, inst) = self.readable(h)?;
         inst.voxels()?;
         self.check_blocks_held(&v, &inst, blocks)?;
-        let found: Vec<Option<(Point, Vec<u8>)>> = blocks
-            .par_iter()
-            .map(|&b| {
-                Ok(match self.lookup(&inst, &v, &block_key(b))? {
-                    None => None,
-                    Some(e) => Some((b, self.object(&e.object)?)),
-                })
+        let found: Vec<Option<(Point, Vec<u8>)>> = map_blocks(blocks, |b| {
+            Ok(match self.lookup(&inst, &v, &block_key(b))? {
+                None => None,
+                Some(e) => Some((b, self.object(&e.object)?)),
             })
-            .collect::<Result<_>>()?;
+        })?;
         Ok(found.into_iter().flatten().collect())
     }
 
@@ -404,10 +467,8 @@ impl Store {
         let (v, inst) = self.readable(h)?;
         inst.voxels()?;
         self.check_blocks_held(&v, &inst, blocks)?;
-        let found: Vec<Option<(Point, Vec<u8>)>> = blocks
-            .par_iter()
-            .map(|&b| Ok(self.block_at(&inst, &v, b)?.map(|d| (b, d))))
-            .collect::<Result<_>>()?;
+        let found: Vec<Option<(Point, Vec<u8>)>> =
+            map_blocks(blocks, |b| Ok(self.block_at(&inst, &v, b)?.map(|d| (b, d))))?;
         Ok(found.into_iter().flatten().collect())
     }
 
@@ -420,5 +481,54 @@ impl Store {
                 inst.voxels()?.block_bytes(),
             )?)),
         }
+    }
+}
+
+/// A block encoded for storing, with what its write changed in a label index's counts.
+struct Encoded {
+    block: Point,
+    id: ObjectId,
+    payload: Vec<u8>,
+    counts: Option<CountChange>,
+}
+
+impl Encoded {
+    /// Encodes `raw`; `before` (the block's supervoxel counts before the write) asks for the
+    /// count change too.
+    fn new(
+        block: Point,
+        raw: &[u8],
+        bs: Point,
+        codec: Codec,
+        before: Option<std::collections::HashMap<u64, u32>>,
+    ) -> Self {
+        let payload = codec.encode(raw, bs);
+        Self {
+            block,
+            id: ObjectId::of(&payload),
+            payload,
+            counts: before.map(|before| CountChange {
+                block,
+                before,
+                after: block_counts(raw),
+            }),
+        }
+    }
+}
+
+/// Reads below this many blocks run on the caller's thread: handing a viewer's chunk (8 blocks)
+/// to the rayon pool costs two thread switches per request and, with many requests at once,
+/// queues every request behind the pool.
+const PARALLEL_READ_BLOCKS: usize = 32;
+
+/// `f` over `blocks`, in order: on the rayon pool for large reads, on this thread for small ones.
+fn map_blocks<R: Send>(
+    blocks: &[Point],
+    f: impl Fn(Point) -> Result<R> + Sync + Send,
+) -> Result<Vec<R>> {
+    if blocks.len() < PARALLEL_READ_BLOCKS {
+        blocks.iter().map(|&b| f(b)).collect()
+    } else {
+        blocks.par_iter().map(|&b| f(b)).collect()
     }
 }

@@ -1,8 +1,9 @@
-//! Response formats the HTTP layer owns: Neuroglancer's compressed segmentation, PNG slices, and
-//! the byte-stream compressions DVID offers on `raw` (lz4, gzip). JPEG belongs to the store
+//! Response formats the HTTP layer owns: Neuroglancer's compressed segmentation, DVID's sparse
+//! volume RLEs, PNG slices, and the byte-stream compressions DVID offers on `raw` (lz4, gzip). JPEG belongs to the store
 //! ([`dvid_store::jpeg`]), which also keeps JPEG blocks.
 
 pub mod compressed_segmentation;
+pub mod rle;
 
 use crate::http::{ApiError, ApiResult};
 use flate2::Compression;

@@ -35,7 +35,7 @@ impl TypeApi for KeyValue {
         "No compression".into()
     }
 
-    fn extended(&self, _: &Instance) -> Value {
+    fn extended(&self, _: &Instance, _levels: u32) -> Value {
         json!({})
     }
 

@@ -32,7 +32,7 @@ impl TypeApi for LabelBlk {
         voxels::compression(inst)
     }
 
-    fn extended(&self, inst: &Instance) -> Value {
+    fn extended(&self, inst: &Instance, _levels: u32) -> Value {
         voxels::extended(inst, "uint64", "labelblk", false)
     }
 

@@ -4,6 +4,7 @@
 
 mod keyvalue;
 mod labelblk;
+mod labelmap;
 mod raw;
 mod uint8blk;
 mod voxels;
@@ -23,6 +24,7 @@ use tower::ServiceExt;
 pub static REGISTRY: &[&dyn TypeApi] = &[
     &uint8blk::UINT8BLK,
     &labelblk::LABELBLK,
+    &labelmap::LABELMAP,
     &keyvalue::KEYVALUE,
 ];
 
@@ -38,8 +40,9 @@ pub trait TypeApi: Send + Sync {
     /// `Base.Compression` of an instance's info.
     fn compression(&self, inst: &Instance) -> String;
 
-    /// `Extended` of an instance's info.
-    fn extended(&self, inst: &Instance) -> Value;
+    /// `Extended` of an instance's info; `levels` is how many multiscale levels (`NAME_1`…)
+    /// the version has.
+    fn extended(&self, inst: &Instance, levels: u32) -> Value;
 
     /// Its routes, with paths relative to `/api/node/{uuid}/{data}` (`/raw/{dims}/…`). Handlers
     /// find the resolved instance in the request's [`Target`] extension.

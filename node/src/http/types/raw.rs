@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dvid_store::{Instance, Subvolume, jpeg};
+use dvid_store::{DataHandle, Instance, Subvolume, jpeg};
 use serde::Deserialize;
 
 /// `{dims}/{size}/{offset}[/{format}]`.
@@ -28,6 +28,72 @@ pub struct RawQuery {
     compression: Option<String>,
     quality: Option<String>,
     roi: Option<String>,
+    supervoxels: Option<String>,
+    scale: Option<String>,
+}
+
+/// Where a read's labels come from, and the labelmap whose mapping turns them into bodies.
+struct Source {
+    read: DataHandle,
+    map: Option<DataHandle>,
+}
+
+/// A labelmap reads level `NAME_k` for `?scale=k`, and maps supervoxels to bodies unless
+/// `?supervoxels=true`; other types read themselves and take no scale.
+fn source(s: &AppState, h: &DataHandle, q: &RawQuery) -> ApiResult<Source> {
+    let labelmap = h.instance.spec.datatype.indexes_labels();
+    let scale: u32 = match q.scale.as_deref() {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "scale {text:?}: expected a level number, 0 for full resolution"
+            ))
+        })?,
+    };
+    let supervoxels = super::labelmap::flag(q.supervoxels.as_deref(), "supervoxels")?;
+    if scale > 0 && !labelmap {
+        return Err(ApiError::bad_request(format!(
+            "scale is for labelmap instances; level {scale} of {:?} is the instance {:?}",
+            h.instance.name,
+            format!("{}_{scale}", h.instance.name)
+        )));
+    }
+    let read = if scale == 0 {
+        h.clone()
+    } else {
+        let level = format!("{}_{scale}", h.instance.name);
+        s.store.handle(&h.uuid.to_string(), &level).map_err(|_| {
+            ApiError::bad_request(format!(
+                "scale {scale} of {:?} does not exist at this version: build levels with downres",
+                h.instance.name
+            ))
+        })?
+    };
+    Ok(Source {
+        read,
+        map: (labelmap && !supervoxels).then(|| h.clone()),
+    })
+}
+
+impl Source {
+    fn labels(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u64>> {
+        let labels = s.store.read_labels(&self.read, sub)?;
+        match &self.map {
+            Some(m) => s.store.map_labels(m, labels),
+            None => Ok(labels),
+        }
+    }
+
+    fn bytes(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u8>> {
+        if self.map.is_none() {
+            return s.store.read_subvolume(&self.read, sub);
+        }
+        Ok(self
+            .labels(s, sub)?
+            .iter()
+            .flat_map(|l| l.to_le_bytes())
+            .collect())
+    }
 }
 
 /// What `dims` names: a subvolume or a slice through one plane.
@@ -255,7 +321,8 @@ async fn read_volume(
     format: Format,
 ) -> ApiResult<Response> {
     let compression = compression(&q, &h.instance, true)?;
-    let sub = subvolume(&s, &h.instance, &p.size, &p.offset)?;
+    let src = source(&s, &h, &q)?;
+    let sub = subvolume(&s, &src.read.instance, &p.size, &p.offset)?;
     let size = sub.size.map(|n| n as usize);
     if let Format::Jpeg(quality) = format {
         if compression != Compression::None {
@@ -284,12 +351,12 @@ async fn read_volume(
     // Reading and encoding both run on a blocking thread: encoding a chunk takes milliseconds.
     let (bytes, gzipped) = blocking(move || {
         if compression == Compression::GoogleGzip {
-            let labels = s.store.read_labels(&h, sub)?;
+            let labels = src.labels(&s, sub)?;
             let encoded = compressed_segmentation::try_encode_u64(&labels, size, [8, 8, 8])
                 .map_err(dvid_store::StoreError::BadRequest)?;
             return Ok((formats::gzip(&encoded), true));
         }
-        let bytes = s.store.read_subvolume(&h, sub)?;
+        let bytes = src.bytes(&s, sub)?;
         Ok(match compression {
             Compression::Lz4 => (formats::lz4(&bytes), false),
             Compression::Gzip => (formats::gzip(&bytes), false),
@@ -333,6 +400,11 @@ pub async fn post_raw(
         )));
     }
     let compression = compression(&q, &h.instance, false)?;
+    if q.scale.as_deref().is_some_and(|k| k != "0") {
+        return Err(ApiError::bad_request(
+            "writes go to scale 0; levels are built from it with downres",
+        ));
+    }
     let sub: Subvolume = subvolume(&s, &h.instance, &p.size, &p.offset)?;
     let expected = sub.voxels() as usize * h.instance.voxels()?.voxel_bytes;
     let body = match compression {
@@ -374,6 +446,8 @@ mod tests {
             compression: compression.map(Into::into),
             quality: quality.map(Into::into),
             roi: None,
+            supervoxels: None,
+            scale: None,
         }
     }
 

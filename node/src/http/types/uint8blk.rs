@@ -28,7 +28,7 @@ impl TypeApi for Uint8Blk {
         voxels::compression(inst)
     }
 
-    fn extended(&self, inst: &Instance) -> Value {
+    fn extended(&self, inst: &Instance, _levels: u32) -> Value {
         voxels::extended(inst, "uint8", "uint8", true)
     }
 

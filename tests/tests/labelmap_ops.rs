@@ -1,0 +1,176 @@
+//! labelmap through a real node, as neuclease calls it: write supervoxels, read mapped and
+//! unmapped voxels, merge, cleave, sizes, sparse volumes, label indices (DVID's protobuf), label
+//! allocation, mutations; bad input gets a 4xx with a message and changes nothing; a locked
+//! version refuses edits.
+
+use dvid_store::types::labelmap::proto::{LabelIndex, LabelIndices};
+use dvid_tests::{Node, Value, json};
+use prost::Message;
+
+/// 64³ voxels in 32³ blocks: supervoxel 1 + (x ≥ 32) + 2·(y ≥ 32) + 4·(z ≥ 32).
+fn octants() -> Vec<u8> {
+    let mut v = Vec::with_capacity(64 * 64 * 64 * 8);
+    for z in 0..64u64 {
+        for y in 0..64u64 {
+            for x in 0..64u64 {
+                v.extend_from_slice(&(1 + x / 32 + 2 * (y / 32) + 4 * (z / 32)).to_le_bytes());
+            }
+        }
+    }
+    v
+}
+
+fn start() -> (tempfile::TempDir, Node, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start(dir.path(), &[]);
+    let root = n.new_repo("proofread");
+    n.new_instance(&root, "labelmap", "seg", json!({"BlockSize": "32,32,32"}));
+    n.post_bytes(
+        &format!("/api/node/{root}/seg/raw/0_1_2/64_64_64/0_0_0"),
+        octants(),
+    );
+    (dir, n, root)
+}
+
+fn labels(n: &Node, path: &str, body: Value) -> Value {
+    let r = n.get_body(path, body.to_string());
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().unwrap()
+}
+
+#[test]
+fn labelmap_proofreading_calls_as_neuclease_makes_them() {
+    let (_d, n, root) = start();
+    let at = |p: &str| format!("/api/node/{root}/seg/{p}");
+    let info = n.get_json(&at("info"));
+    assert_eq!(info["Base"]["TypeName"], "labelmap");
+    assert_eq!(info["Extended"]["IndexedLabels"], true);
+    assert_eq!(info["Extended"]["MaxDownresLevel"], 0);
+    assert_eq!(n.get_json(&at("maxlabel"))["maxlabel"], 8);
+
+    let m = n.post_json(&format!("{}?u=ann&app=test", at("merge")), json!([1, 2, 3]));
+    assert_eq!(m["MutationID"], 1);
+    assert_eq!(
+        labels(&n, &at("mapping"), json!([1, 2, 3, 4, 99])),
+        json!([1, 1, 1, 4, 0])
+    );
+    assert_eq!(
+        labels(&n, &at("sizes"), json!([1, 4])),
+        json!([3 * 32768, 32768])
+    );
+    assert_eq!(
+        labels(&n, &format!("{}?supervoxels=true", at("sizes")), json!([2])),
+        json!([32768])
+    );
+    assert_eq!(n.get_json(&at("supervoxels/1")), json!([1, 2, 3]));
+    assert_eq!(n.get_json(&at("label/40_0_0"))["Label"], 1);
+    assert_eq!(n.get_json(&at("label/40_0_0?supervoxels=true"))["Label"], 2);
+    assert_eq!(n.get_json(&at("lastmod/1"))["last mod user"], "ann");
+    assert_eq!(n.get(&at("mappings")).text().unwrap(), "2 1\n3 1\n");
+
+    // Voxels read as bodies, or as supervoxels.
+    let voxel = |q: &str| {
+        let b = n.get_bytes(&at(&format!("raw/0_1_2/1_1_1/40_0_0{q}")));
+        u64::from_le_bytes(b.try_into().unwrap())
+    };
+    assert_eq!((voxel(""), voxel("?supervoxels=true")), (1, 2));
+
+    // The label index is DVID's protobuf, block keys as DVID encodes them.
+    let idx = LabelIndex::decode(&n.get_bytes(&at("index/1"))[..]).unwrap();
+    assert_eq!(
+        (idx.label, idx.last_mutid, idx.voxels(None)),
+        (1, 1, 3 * 32768)
+    );
+    assert!(idx.blocks.contains_key(&(1 << 21)), "block (0,1,0)");
+    let r = n.get_body(&at("indices"), "[1, 42]");
+    let many = LabelIndices::decode(r.bytes().unwrap()).unwrap();
+    assert_eq!(many.indices.len(), 2);
+    assert!(many.indices[1].blocks.is_empty() && many.indices[1].label == 42);
+
+    // Sparse volumes: RLEs with DVID's 12-byte header; coarse ones in block coordinates.
+    let rles = n.get_bytes(&at("sparsevol/4"));
+    assert_eq!(&rles[..4], &[0, 3, 0, 0]);
+    let runs = u32::from_le_bytes(rles[8..12].try_into().unwrap()) as usize;
+    assert_eq!((runs, rles.len()), (32 * 32, 12 + 16 * 32 * 32));
+    let coarse = n.get_bytes(&at("sparsevol-coarse/1"));
+    // Blocks (0..1, 0, 0) and (0, 1, 0): two runs.
+    assert_eq!(u32::from_le_bytes(coarse[8..12].try_into().unwrap()), 2);
+    assert_eq!(n.head(&at("sparsevol/4")).status(), 200);
+    assert_eq!(n.head(&at("sparsevol/2")).status(), 204);
+    let size = n.get_json(&at("sparsevol-size/4"));
+    assert_eq!(size["maxvoxel"], json!([63, 63, 31]));
+
+    let c = n.post_json(&at("cleave/1"), json!([3]));
+    assert_eq!(
+        (c["CleavedLabel"].as_u64(), c["MutationID"].as_u64()),
+        (Some(9), Some(2))
+    );
+    assert_eq!(labels(&n, &at("mapping"), json!([3])), json!([9]));
+    let next = n.post_json(&at("nextlabel/5"), json!({}));
+    assert_eq!(
+        (next["start"].as_u64(), next["end"].as_u64()),
+        (Some(10), Some(14))
+    );
+    assert_eq!(n.get_json(&at("nextlabel"))["nextlabel"], 15);
+    let muts = n.get_json(&at("mutations"));
+    let actions: Vec<&str> = muts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["merge-complete", "cleave-complete"]);
+
+    // A locked version's segmentation never changes.
+    n.commit(&root);
+    let r = n.post(&at("merge"), "[1, 4]");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("locked"));
+}
+
+#[test]
+fn labelmap_bad_input_is_a_4xx_with_a_message_and_changes_nothing() {
+    let (_d, n, root) = start();
+    let at = |p: &str| format!("/api/node/{root}/seg/{p}");
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        ("POST", "merge", "[1, 1]", 400, "into itself"),
+        ("POST", "merge", "[1]", 400, "at least one"),
+        ("POST", "merge", "[]", 400, "empty list"),
+        ("POST", "merge", "[1, 42]", 400, "body 42 has no voxels"),
+        ("POST", "merge", "{\"a\": 1}", 400, "JSON list"),
+        ("POST", "cleave/1", "[2]", 400, "not in body 1"),
+        ("POST", "cleave/1", "[1]", 400, "leave it empty"),
+        ("POST", "cleave/0", "[1]", 400, "background"),
+        ("POST", "cleave/x", "[1]", 400, "positive 64-bit"),
+        ("POST", "nextlabel/0", "", 400, "at least 1"),
+        ("GET", "size/42", "", 404, "no voxels"),
+        ("GET", "supervoxels/42", "", 404, "no voxels"),
+        ("GET", "index/42", "", 404, "no voxels"),
+        ("GET", "sparsevol/42", "", 404, "no voxels"),
+        ("GET", "sparsevol/1?format=blocks", "", 400, "rles"),
+        ("GET", "sparsevol/1?scale=2", "", 400, "scale 0"),
+        ("GET", "mapping?nolookup=maybe", "[1]", 400, "true or false"),
+        ("GET", "mappings?format=csv", "", 400, "binary"),
+        ("GET", "raw/0_1_2/8_8_8/0_0_0?scale=3", "", 400, "downres"),
+    ];
+    for &(method, path, body, status, want) in cases {
+        let r = match method {
+            "POST" => n.post(&at(path), body.to_string()),
+            _ => n.get_body(&at(path), body.to_string()),
+        };
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let text = r.text().unwrap();
+        assert!(
+            text.contains(want),
+            "{method} {path}: {text:?} lacks {want:?}"
+        );
+    }
+    let r = n.get(&at("mappings"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap().trim(), "", "no supervoxel is mapped");
+    assert_eq!(n.get_json(&at("mutations")), json!([]));
+    assert_eq!(
+        labels(&n, &at("sizes"), json!([1, 2])),
+        json!([32768, 32768])
+    );
+}
