@@ -123,14 +123,12 @@ impl Store {
             }
         }
         let _gate = self.gate.read();
-        let (v, inst) = self.writable(h)?;
+        let (_, inst) = self.writable(h)?;
         labelmap_only(&inst, "merge")?;
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
-        let (v, inst) = {
-            drop(v);
-            self.writable(h)?
-        };
+        // Re-read under the lock: another edit may have committed or changed the instance.
+        let (v, inst) = self.writable(h)?;
         let body = |b: u64| {
             self.index_at(&inst, &v, b)?.ok_or_else(|| {
                 StoreError::BadRequest(format!(
@@ -198,14 +196,12 @@ impl Store {
             ));
         }
         let _gate = self.gate.read();
-        let (v, inst) = self.writable(h)?;
+        let (_, inst) = self.writable(h)?;
         labelmap_only(&inst, "cleave")?;
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
-        let (v, inst) = {
-            drop(v);
-            self.writable(h)?
-        };
+        // Re-read under the lock: another edit may have committed or changed the instance.
+        let (v, inst) = self.writable(h)?;
         let mut remain = self.index_at(&inst, &v, body)?.ok_or_else(|| {
             StoreError::BadRequest(format!("body {body} has no voxels at version {}", v.uuid))
         })?;

@@ -164,14 +164,18 @@ impl Store {
     pub(crate) fn body_at(&self, inst: &Instance, v: &Version, sv: u64) -> Result<u64> {
         match self.lookup(inst, v, &meta_key(MAPPING, sv))? {
             None => Ok(sv),
-            Some(e) => {
-                let bytes = self.object(&e.object)?;
-                let id: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("mapping of supervoxel {sv}: not a u64"))
-                })?;
-                Ok(u64::from_le_bytes(id))
-            }
+            Some(e) => self.mapped_body(sv, &e),
         }
+    }
+
+    /// The body a mapping entry of supervoxel `sv` names.
+    fn mapped_body(&self, sv: u64, e: &Entry) -> Result<u64> {
+        let bytes = self.object(&e.object)?;
+        let id: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("mapping of supervoxel {sv}: not a u64")))?;
+        Ok(u64::from_le_bytes(id))
     }
 
     /// The label index of `body` at a version, if it has voxels.
@@ -309,13 +313,7 @@ impl Store {
         labelmap_only(&inst, "mappings")?;
         self.meta_entries(&inst, &v, MAPPING)?
             .into_iter()
-            .map(|(sv, e)| {
-                let bytes = self.object(&e.object)?;
-                let id: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("mapping of supervoxel {sv}: not a u64"))
-                })?;
-                Ok((sv, u64::from_le_bytes(id)))
-            })
+            .map(|(sv, e)| Ok((sv, self.mapped_body(sv, &e)?)))
             .collect()
     }
 
