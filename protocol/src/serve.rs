@@ -40,6 +40,15 @@ pub fn answer(store: &Store, peer: &str, request: Request) -> Response {
                 Err(e) => Response::Refused(e.to_string()),
             }
         }
+        Request::GrantLabels { version, data } => {
+            if let Some(refusal) = refuse(store, peer, version) {
+                return refusal;
+            }
+            match store.grant_labels(version, data, peer) {
+                Ok(g) => Response::LabelGrant(g),
+                Err(e) => Response::Refused(e.to_string()),
+            }
+        }
         Request::Objects { version, wants } => {
             if let Some(refusal) = refuse(store, peer, version) {
                 return refusal;

@@ -5,6 +5,7 @@
 //! bytes and checks sizes before allocating.
 
 use dvid_store::catalog::Uuid;
+use dvid_store::types::labelmap::Grant;
 use dvid_store::{ObjectId, Restriction, Seal};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -84,6 +85,10 @@ pub enum Request {
     Push { version: Uuid },
     /// Where the peer's pull of a pushed `version` is: answered with [`Response::PushState`].
     PushStatus { version: Uuid },
+    /// Asks for part of the peer's new labels and mutation ids of the labelmap with data UUID
+    /// `data` in `version`'s repo, so the asker can edit it without ever taking an id another
+    /// node takes: answered with [`Response::LabelGrant`] (the same grant each time).
+    GrantLabels { version: Uuid, data: Uuid },
 }
 
 /// A locked version a node offers, sealed by the node that locked it (see [`crate::seal`]).
@@ -127,6 +132,8 @@ pub enum Response {
         state: String,
         detail: String,
     },
+    /// Labels and mutation ids the asker may hand out: the peer gave them up.
+    LabelGrant(Grant),
 }
 
 /// Identifies a list of heads, as encoded on the wire: askers send the digest of the last list a

@@ -474,7 +474,8 @@ fn follow_response(r: Response) {
         Response::Objects(_)
         | Response::Refused(_)
         | Response::HeadsUnchanged
-        | Response::PushState { .. } => {}
+        | Response::PushState { .. }
+        | Response::LabelGrant(_) => {}
     }
 }
 
@@ -1075,6 +1076,10 @@ impl Corpus {
             Request::PushStatus {
                 version: Uuid(0xa4),
             },
+            Request::GrantLabels {
+                version: Uuid(0xa4),
+                data: SEG,
+            },
             Request::Objects {
                 version: Uuid(0xa2),
                 wants: vec![want(0)],
@@ -1115,6 +1120,10 @@ impl Corpus {
                 state: "waiting".into(),
                 detail: "no connected peer offers version a4".into(),
             },
+            Response::LabelGrant(dvid_store::types::labelmap::Grant {
+                labels: (1 << 52, 1 << 53),
+                mutations: (1 << 40, 1 << 41),
+            }),
         ];
         responses.push(Response::Heads(heads.clone()));
         // A laptop's partial head: the region and instances it holds.

@@ -16,6 +16,7 @@ pub fn request_len(req: &Request, frame_len: usize) -> u64 {
         Request::Manifest { version }
         | Request::Push { version }
         | Request::PushStatus { version } => slack(*version),
+        Request::GrantLabels { version, data } => slack(*version) + slack(*data),
         Request::Objects { version, wants } => {
             slack(*version)
                 + wants
@@ -50,7 +51,8 @@ pub fn response_len(resp: &Response, frame_len: usize) -> u64 {
         Response::Objects(_)
         | Response::Refused(_)
         | Response::HeadsUnchanged
-        | Response::PushState { .. } => 0,
+        | Response::PushState { .. }
+        | Response::LabelGrant(_) => 0,
     };
     (frame_len + slack) as u64
 }

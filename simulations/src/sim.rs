@@ -1108,7 +1108,10 @@ impl Sim {
                     let _ = self.nodes[node as usize].store.objects().put_objects(&got);
                 }
             }
-            Response::Heads(_) | Response::HeadsUnchanged | Response::PushState { .. } => {}
+            Response::Heads(_)
+            | Response::HeadsUnchanged
+            | Response::PushState { .. }
+            | Response::LabelGrant(_) => {}
         }
     }
 }

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A merge found the same key changed differently on several parents.
     #[error("merge conflict in instance {instance:?}: {} key(s) changed on more than one parent: {}", keys.len(), keys.join(", "))]
     MergeConflict { instance: String, keys: Vec<String> },
+    /// The request conflicts with what this node holds or may do (say, it holds no labels to
+    /// hand out); the message says what.
+    #[error("{0}")]
+    Conflict(String),
     /// Stored bytes fail to decode or to match their hash: the store is damaged.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -42,6 +46,7 @@ impl StoreError {
                 | Self::Ambiguous { .. }
                 | Self::Locked(_)
                 | Self::MergeConflict { .. }
+                | Self::Conflict(_)
         )
     }
 }

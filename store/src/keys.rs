@@ -6,7 +6,10 @@
 //! - `c/next_id` -> u32 counter shared by repos, versions and instances
 //! - `r/{repo id}` -> `[format]` + postcard `Repo`
 //! - `v/{version id}` -> `[format]` + postcard `Version`
-//! - `l/{instance id}` -> postcard label counters of a labelmap (this node's, not versioned)
+//! - `a/{instance id}` -> postcard `Allotment`: the label and mutation ids this node may hand out
+//!   for a labelmap, and the grants it made from them (this node's, not versioned)
+//! - `l/{instance id}` -> postcard label counters of a labelmap, before allotments (read once to
+//!   make an allotment)
 //!
 //! Working space (uncommitted writes of mutable versions):
 //! - `{instance id}{version id}{index key}` -> postcard `WorkingEntry`
@@ -17,6 +20,11 @@ pub const REPO_PREFIX: &[u8] = b"r/";
 pub const VERSION_PREFIX: &[u8] = b"v/";
 
 pub const LABEL_COUNTERS_PREFIX: &[u8] = b"l/";
+pub const ALLOTMENT_PREFIX: &[u8] = b"a/";
+
+pub fn allotment(instance: u32) -> Vec<u8> {
+    [ALLOTMENT_PREFIX, &instance.to_be_bytes()].concat()
+}
 
 pub fn label_counters(instance: u32) -> Vec<u8> {
     [LABEL_COUNTERS_PREFIX, &instance.to_be_bytes()].concat()

@@ -241,10 +241,18 @@ impl Store {
         };
         repo.instances.insert(name.to_string(), inst.clone());
         repo.updated = now();
-        self.meta.write(vec![
+        let mut batch = vec![
             put_record(keys::repo(repo.id), &repo),
             put_counter(c.next_id),
-        ])?;
+        ];
+        if inst.spec.datatype.indexes_labels() {
+            // The creator holds every new label; peers that pull it are granted part.
+            batch.push(Self::allotment_op(
+                &inst,
+                &crate::types::labelmap::Allotment::everything(),
+            ));
+        }
+        self.meta.write(batch)?;
         c.insert_repo(repo);
         Ok(inst)
     }

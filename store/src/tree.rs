@@ -79,6 +79,8 @@ pub enum Scope {
     BlocksAndMeta(Vec<(Point, Point)>),
     /// Keys that start with these bytes.
     Prefix(Vec<u8>),
+    /// Keys `k` with `lo <= k < hi`.
+    Range { lo: Vec<u8>, hi: Vec<u8> },
 }
 
 impl Scope {
@@ -93,6 +95,11 @@ impl Scope {
                     || boxes.iter().any(|&b| prefix_meets_box(prefix, bits, b))
             }
             Scope::Prefix(p) => shares_bits(prefix, bits, p),
+            // Truncating keys to their first bits keeps their order, so every key of the range
+            // has its first bits between those of `lo` and `hi`.
+            Scope::Range { lo, hi } => {
+                cmp_bits(prefix, lo, bits).is_ge() && cmp_bits(prefix, hi, bits).is_le()
+            }
         }
     }
 
@@ -105,8 +112,17 @@ impl Scope {
                 key.first() == Some(&0) || boxes.iter().any(|&b| key_in_box(key, b))
             }
             Scope::Prefix(p) => key.starts_with(p),
+            Scope::Range { lo, hi } => lo.as_slice() <= key && key < hi.as_slice(),
         }
     }
+}
+
+/// Orders the first `bits` bits of two keys (zero past a key's end).
+fn cmp_bits(a: &[u8], b: &[u8], bits: usize) -> std::cmp::Ordering {
+    (0..bits)
+        .map(|i| bit(a, i).cmp(&bit(b, i)))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 /// True if the first `bits` bits of `prefix` agree with `want` wherever both have bits: a subtree

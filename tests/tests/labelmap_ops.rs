@@ -174,3 +174,116 @@ fn labelmap_bad_input_is_a_4xx_with_a_message_and_changes_nothing() {
         json!([32768, 32768])
     );
 }
+
+/// Splits a block stream: `i32 bx, by, bz`, `u32` length, payload.
+fn frames(stream: &[u8]) -> Vec<([i32; 3], Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let word = |i: usize| i32::from_le_bytes(rest[4 * i..4 * i + 4].try_into().unwrap());
+        let (b, len) = ([word(0), word(1), word(2)], word(3) as usize);
+        out.push((b, rest[16..16 + len].to_vec()));
+        rest = &rest[16 + len..];
+    }
+    out
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn labelmap_blocks_stream_in_dvids_label_block_format() {
+    let (_d, n, root) = start();
+    let at = |p: &str| format!("/api/node/{root}/seg/{p}");
+    n.post_json(&at("merge"), json!([1, 2]));
+
+    // Each octant is one solid 32³ block: DVID's Block is gx, gy, gz (sub-blocks of 8³), one
+    // label count and the label, 24 bytes, gzipped.
+    let svs = frames(&n.get_bytes(&at(
+        "blocks/64_64_64/0_0_0?compression=blocks&supervoxels=true",
+    )));
+    assert_eq!(svs.len(), 8);
+    for (b, payload) in &svs {
+        let block = gunzip(payload);
+        let sv = 1 + b[0] + 2 * b[1] + 4 * b[2];
+        let mut want = [4u32, 4, 4, 1].map(u32::to_le_bytes).concat();
+        want.extend_from_slice(&(sv as u64).to_le_bytes());
+        assert_eq!(block, want, "block {b:?}");
+    }
+    // specificblocks defaults to Blocks, of bodies: block (1,0,0) is supervoxel 2, now body 1.
+    let one = frames(&n.get_bytes(&at("specificblocks?blocks=1,0,0,9,9,9")));
+    assert_eq!(one.len(), 1, "only stored blocks are sent");
+    assert_eq!(gunzip(&one[0].1)[16..], 1u64.to_le_bytes());
+    // blocks defaults to lz4 of the u64 labels.
+    let lz4 = frames(&n.get_bytes(&at("blocks/32_32_32/32_0_0")));
+    let voxels = lz4_flex::block::decompress(&lz4[0].1, 32 * 32 * 32 * 8).unwrap();
+    assert!(voxels.chunks(8).all(|l| l == 1u64.to_le_bytes()));
+
+    // The stream written to a second labelmap gives the same supervoxels and label indices.
+    n.new_instance(&root, "labelmap", "copy", json!({"BlockSize": "32,32,32"}));
+    let stream = n.get_bytes(&at(
+        "blocks/64_64_64/0_0_0?compression=blocks&supervoxels=true",
+    ));
+    let copy = |p: &str| format!("/api/node/{root}/copy/{p}");
+    assert_eq!(n.post(&copy("blocks"), stream.clone()).status(), 200);
+    let whole = "raw/0_1_2/64_64_64/0_0_0?supervoxels=true";
+    assert!(n.get_bytes(&copy(whole)) == n.get_bytes(&at(whole)));
+    assert_eq!(
+        labels(&n, &copy("sizes"), json!([1, 8])),
+        json!([32768, 32768])
+    );
+
+    // Bad streams are refused whole, with a reason, and write nothing.
+    n.new_instance(&root, "labelmap", "empty", json!({"BlockSize": "32,32,32"}));
+    let empty = |p: &str| format!("/api/node/{root}/empty/{p}");
+    let mut twice = stream[..16 + svs[0].1.len()].to_vec();
+    twice.extend_from_slice(&twice.clone());
+    let mut wrong_size = [0i32, 0, 0].map(i32::to_le_bytes).concat();
+    let mut small = [2u32, 2, 2, 1].map(u32::to_le_bytes).concat();
+    small.extend_from_slice(&5u64.to_le_bytes());
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &small).unwrap();
+        e.finish().unwrap()
+    };
+    wrong_size.extend_from_slice(&(gz.len() as u32).to_le_bytes());
+    wrong_size.extend_from_slice(&gz);
+    let mut not_gzip = stream[..16].to_vec();
+    not_gzip[12..16].copy_from_slice(&4u32.to_le_bytes());
+    not_gzip.extend_from_slice(b"junk");
+    let bad: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "blocks",
+            stream[..stream.len() - 3].to_vec(),
+            "but the stream has",
+        ),
+        ("blocks", twice, "twice"),
+        ("blocks", wrong_size, "block [0, 0, 0]"),
+        ("blocks", not_gzip, "block [0, 0, 0]"),
+        (
+            "blocks?compression=lz4",
+            stream.clone(),
+            "gzipped label Blocks",
+        ),
+        ("blocks?scale=1&downres=true", stream.clone(), "scale 0"),
+    ];
+    for (path, body, want) in bad {
+        let r = n.post(&empty(path), body.clone());
+        assert_eq!(r.status(), 400, "{path}");
+        let text = r.text().unwrap();
+        assert!(text.contains(want), "{path}: {text:?} lacks {want:?}");
+    }
+    assert_eq!(labels(&n, &empty("sizes"), json!([1])), json!([0]));
+    for (path, want) in [
+        ("blocks/64_64_64/16_0_0", "block-aligned"),
+        ("blocks/64_64_64/0_0_0?compression=png", "compression"),
+        ("specificblocks", "blocks="),
+    ] {
+        let r = n.get(&at(path));
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().unwrap().contains(want), "{path}");
+    }
+}

@@ -43,7 +43,7 @@ impl From<StoreError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::MergeConflict { .. } => StatusCode::CONFLICT,
+            StoreError::MergeConflict { .. } | StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::Corrupt(_) | StoreError::Engine(_) => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR

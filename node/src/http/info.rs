@@ -248,7 +248,7 @@ fn instance_json(
 }
 
 /// How many multiscale levels `NAME_1`, `NAME_2`, … follow one another among the instances.
-fn levels_of(name: &str, exists: impl Fn(&str) -> bool) -> u32 {
+pub(crate) fn levels_of(name: &str, exists: impl Fn(&str) -> bool) -> u32 {
     (1..=dvid_store::types::MAX_LEVELS)
         .take_while(|k| exists(&format!("{name}_{k}")))
         .count() as u32

@@ -6,7 +6,7 @@ mod cors;
 mod diff;
 mod error;
 mod formats;
-mod info;
+pub(crate) mod info;
 mod p2p;
 mod params;
 mod repo;

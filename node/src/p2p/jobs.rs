@@ -517,6 +517,7 @@ async fn drive(
                 st.bytes_fetched = p.bytes_fetched;
                 st.objects_total = Some(p.objects_fetched + p.objects_local);
             });
+            ask_label_grants(p2p, version, &peers).await;
             return Ok(());
         }
         // Wait for a reply (or a tick, for timeouts), then take every reply already there.
@@ -543,6 +544,47 @@ async fn drive(
             st.objects_fetched = p.objects_fetched;
             st.bytes_fetched = p.bytes_fetched;
         });
+    }
+}
+
+/// Asks the peers a pull came from for part of their new labels of each labelmap this node holds
+/// none of (see `dvid_store::types::labelmap::ranges`). Without a grant the node reads the
+/// labelmap but refuses edits that take new ids, saying why; the next pull asks again.
+async fn ask_label_grants(p2p: &P2p, version: Uuid, peers: &[PeerId]) {
+    let store = p2p.store.clone();
+    let wanted =
+        match tokio::task::spawn_blocking(move || store.labelmaps_without_allotment(version)).await
+        {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return tracing::warn!(%version, "labelmaps without labels: {e}"),
+            Err(e) => return tracing::warn!(%version, "labelmaps without labels: {e}"),
+        };
+    for data in wanted {
+        for &peer in peers {
+            match p2p
+                .request(peer, &Request::GrantLabels { version, data })
+                .await
+            {
+                Ok(Response::LabelGrant(g)) => {
+                    let store = p2p.store.clone();
+                    let taken = tokio::task::spawn_blocking(move || {
+                        store.accept_label_grant(version, data, g)
+                    })
+                    .await;
+                    match taken {
+                        Ok(Ok(_)) => tracing::info!(%data, %peer, ?g, "granted new labels"),
+                        Ok(Err(e)) => tracing::warn!(%data, %peer, "label grant refused: {e}"),
+                        Err(e) => tracing::warn!(%data, %peer, "label grant: {e}"),
+                    }
+                    break;
+                }
+                Ok(Response::Refused(why)) => {
+                    tracing::warn!(%data, %peer, "peer granted no labels: {why}")
+                }
+                Ok(_) => tracing::warn!(%data, %peer, "peer answered a label grant oddly"),
+                Err(e) => tracing::warn!(%data, %peer, "asking for labels: {e}"),
+            }
+        }
     }
 }
 

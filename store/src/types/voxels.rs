@@ -381,6 +381,13 @@ impl Store {
             )));
         }
         let keys: Vec<Point> = blocks.iter().map(|(b, _)| *b).collect();
+        // One write per block: a label index counts each block's voxels once.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(b) = keys.iter().find(|b| !seen.insert(**b)) {
+            return Err(StoreError::BadRequest(format!(
+                "block {b:?} is written twice"
+            )));
+        }
         self.check_blocks_held(&v, &inst, &keys)?;
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();

@@ -1,8 +1,10 @@
 //! Response formats the HTTP layer owns: Neuroglancer's compressed segmentation, DVID's sparse
-//! volume RLEs, PNG slices, and the byte-stream compressions DVID offers on `raw` (lz4, gzip). JPEG belongs to the store
+//! volume RLEs, DVID's compressed label Block and the block stream of labelmap's `blocks`
+//! endpoints, PNG slices, and the byte-stream compressions DVID offers on `raw` (lz4, gzip). JPEG belongs to the store
 //! ([`dvid_store::jpeg`]), which also keeps JPEG blocks.
 
 pub mod compressed_segmentation;
+pub mod label_block;
 pub mod rle;
 
 use crate::http::{ApiError, ApiResult};

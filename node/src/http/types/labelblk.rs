@@ -38,6 +38,7 @@ impl TypeApi for LabelBlk {
 
     fn routes(&self) -> Router<AppState> {
         voxels::routes()
+            .merge(voxels::specific_blocks_route())
             .route("/label/{point}", get(label))
             .route("/labels", get(labels))
     }

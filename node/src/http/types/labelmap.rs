@@ -3,7 +3,7 @@
 //! mapping, indices, sizes, sparse volumes, merge, cleave, labels and mutations, with DVID's
 //! request and response formats.
 
-use super::{Target, TypeApi, voxels};
+use super::{Target, TypeApi, labelmap_blocks, voxels};
 use crate::http::formats::rle;
 use crate::http::params::{json_list, triple};
 use crate::http::{ApiError, ApiResult, AppState, blocking};
@@ -51,6 +51,10 @@ impl TypeApi for LabelMap {
 
     fn routes(&self) -> Router<AppState> {
         voxels::routes()
+            .route("/blocks", post(labelmap_blocks::post_blocks))
+            .route("/blocks/{size}/{offset}", get(labelmap_blocks::get_blocks))
+            .route("/specificblocks", get(labelmap_blocks::specific_blocks))
+            .route("/ingest-supervoxels", post(labelmap_blocks::post_blocks))
             .route("/label/{point}", get(label))
             .route("/labels", get(labels))
             .route("/mapping", get(mapping))
@@ -67,6 +71,7 @@ impl TypeApi for LabelMap {
             .route("/maxlabel", get(maxlabel))
             .route("/nextlabel", get(nextlabel))
             .route("/nextlabel/{count}", post(allocate))
+            .route("/set-nextlabel/{label}", post(set_nextlabel))
             .route("/merge", post(merge))
             .route("/cleave/{label}", post(cleave))
             .route("/mutations", get(mutations))
@@ -467,6 +472,17 @@ async fn allocate(
     })?;
     let (start, end) = blocking(move || s.store.allocate_labels(&h, count)).await?;
     Ok(Json(json!({ "start": start, "end": end })))
+}
+
+/// Makes `label` the next label handed out (from this node's ranges).
+async fn set_nextlabel(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    Path(label): Path<String>,
+) -> ApiResult<StatusCode> {
+    let label = label_arg(&label)?;
+    blocking(move || s.store.set_next_label(&h, label)).await?;
+    Ok(StatusCode::OK)
 }
 
 /// `[to, from, ...]`: merges bodies `from` into `to`.

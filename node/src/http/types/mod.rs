@@ -5,6 +5,7 @@
 mod keyvalue;
 mod labelblk;
 mod labelmap;
+mod labelmap_blocks;
 mod raw;
 mod uint8blk;
 mod voxels;

@@ -33,16 +33,25 @@ pub struct RawQuery {
 }
 
 /// Where a read's labels come from, and the labelmap whose mapping turns them into bodies.
-struct Source {
-    read: DataHandle,
-    map: Option<DataHandle>,
+pub(super) struct Source {
+    pub read: DataHandle,
+    pub map: Option<DataHandle>,
+}
+
+fn source(s: &AppState, h: &DataHandle, q: &RawQuery) -> ApiResult<Source> {
+    source_of(s, h, q.scale.as_deref(), q.supervoxels.as_deref())
 }
 
 /// A labelmap reads level `NAME_k` for `?scale=k`, and maps supervoxels to bodies unless
 /// `?supervoxels=true`; other types read themselves and take no scale.
-fn source(s: &AppState, h: &DataHandle, q: &RawQuery) -> ApiResult<Source> {
+pub(super) fn source_of(
+    s: &AppState,
+    h: &DataHandle,
+    scale: Option<&str>,
+    supervoxels: Option<&str>,
+) -> ApiResult<Source> {
     let labelmap = h.instance.spec.datatype.indexes_labels();
-    let scale: u32 = match q.scale.as_deref() {
+    let scale: u32 = match scale {
         None => 0,
         Some(text) => text.parse().map_err(|_| {
             ApiError::bad_request(format!(
@@ -50,7 +59,7 @@ fn source(s: &AppState, h: &DataHandle, q: &RawQuery) -> ApiResult<Source> {
             ))
         })?,
     };
-    let supervoxels = super::labelmap::flag(q.supervoxels.as_deref(), "supervoxels")?;
+    let supervoxels = super::labelmap::flag(supervoxels, "supervoxels")?;
     if scale > 0 && !labelmap {
         return Err(ApiError::bad_request(format!(
             "scale is for labelmap instances; level {scale} of {:?} is the instance {:?}",
@@ -76,7 +85,7 @@ fn source(s: &AppState, h: &DataHandle, q: &RawQuery) -> ApiResult<Source> {
 }
 
 impl Source {
-    fn labels(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u64>> {
+    pub fn labels(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u64>> {
         let labels = s.store.read_labels(&self.read, sub)?;
         match &self.map {
             Some(m) => s.store.map_labels(m, labels),

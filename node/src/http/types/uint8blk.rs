@@ -33,7 +33,7 @@ impl TypeApi for Uint8Blk {
     }
 
     fn routes(&self) -> Router<AppState> {
-        voxels::routes()
+        voxels::routes().merge(voxels::specific_blocks_route())
     }
 
     fn help(&self) -> &'static [&'static str] {

@@ -31,8 +31,12 @@ pub fn routes() -> Router<AppState> {
             get(raw::get_isotropic),
         )
         .route("/subvolblocks/{size}/{offset}", get(subvol_blocks))
-        .route("/specificblocks", get(specific_blocks))
         .route("/downres", post(downres))
+}
+
+/// `specificblocks` as block records (labelmap sends label Blocks instead).
+pub fn specific_blocks_route() -> Router<AppState> {
+    Router::new().route("/specificblocks", get(specific_blocks))
 }
 
 /// DVID's `Extended` info of a voxel instance: `Values` names its voxel type.

@@ -2,8 +2,9 @@
 //! changed mapping and index entries and a mutation record (cost set by the bodies' supervoxels
 //! and blocks, never their voxels), and the labels and mutation ids they take.
 
-use super::{INDEX, MUTATION, MetaWrite, labelmap_only, meta_key};
-use crate::catalog::{Instance, Version, now};
+use super::ranges::{self, Allotment, Grant, IdRanges};
+use super::{INDEX, LABELMAP, MUTATION, MetaWrite, labelmap_only, meta_key};
+use crate::catalog::{Instance, Uuid, Version, now};
 use crate::engine::{BatchOp, Space};
 use crate::store::DataHandle;
 use crate::{Result, Store, StoreError, keys};
@@ -24,49 +25,84 @@ pub struct Cleaved {
     pub mutation: u64,
 }
 
-/// What this node has handed out for one labelmap instance, across all its versions: the next
-/// new label and the next mutation id. Counting per node rather than per version is what keeps
-/// two branches on one node from ever taking the same new body id.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Counters {
+/// The label counters of a store from before allotments: the node then handed out ids from one
+/// counter, above everything it had used.
+#[derive(serde::Deserialize)]
+struct OldCounters {
     next_label: u64,
     next_mutation: u64,
 }
 
 impl Store {
-    fn counters(&self, inst: &Instance) -> Result<Counters> {
-        match self.meta.get(Space::Meta, &keys::label_counters(inst.id))? {
-            None => Ok(Counters {
-                next_label: 1,
-                next_mutation: 1,
-            }),
-            Some(raw) => postcard::from_bytes(&raw)
-                .map_err(|e| StoreError::Corrupt(format!("label counters: {e}"))),
+    /// The ids this node may hand out for a labelmap, if it holds any.
+    pub(crate) fn allotment(&self, inst: &Instance) -> Result<Option<Allotment>> {
+        if let Some(raw) = self.meta.get(Space::Meta, &keys::allotment(inst.id))? {
+            return postcard::from_bytes(&raw)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("label allotment: {e}")));
         }
+        let Some(raw) = self.meta.get(Space::Meta, &keys::label_counters(inst.id))? else {
+            return Ok(None);
+        };
+        let old: OldCounters = postcard::from_bytes(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("label counters: {e}")))?;
+        Ok(Some(Allotment {
+            labels: IdRanges::starting_at(old.next_label),
+            mutations: IdRanges::starting_at(old.next_mutation),
+            granted: vec![],
+        }))
     }
 
-    fn counters_op(inst: &Instance, c: Counters) -> BatchOp {
+    /// The allotment, or why this node cannot edit the instance.
+    fn allotment_for_edits(&self, inst: &Instance) -> Result<Allotment> {
+        self.allotment(inst)?.ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "this node holds no range of new labels for data instance {:?}: a node that \
+                 pulls a labelmap is granted one by the peer it pulls from, and that peer \
+                 granted none. Pull a version of it again from its creator or from a node that \
+                 edits it",
+                inst.name
+            ))
+        })
+    }
+
+    pub(crate) fn allotment_op(inst: &Instance, a: &Allotment) -> BatchOp {
         BatchOp::Put(
             Space::Meta,
-            keys::label_counters(inst.id),
-            postcard::to_stdvec(&c).expect("counters serialize"),
+            keys::allotment(inst.id),
+            postcard::to_stdvec(a).expect("allotments serialize"),
         )
     }
 
-    /// The first of `count` new labels: above every label of the version and every label this
-    /// node handed out for the instance.
+    /// The first of `count` new labels: in this node's ranges, above every label the version
+    /// holds in the range taken from.
     fn take_labels(
         &self,
         inst: &Instance,
         v: &Version,
-        c: &mut Counters,
+        a: &mut Allotment,
         count: u64,
     ) -> Result<u64> {
-        let start = c.next_label.max(self.max_label_at(inst, v)? + 1);
-        c.next_label = start
-            .checked_add(count)
-            .ok_or_else(|| StoreError::BadRequest(format!("{count} labels overflow u64")))?;
-        Ok(start)
+        let floor = |lo, hi| -> Result<u64> {
+            Ok(self.max_label_in(inst, v, lo, hi)?.map_or(lo, |m| m + 1))
+        };
+        a.labels.take(count, floor)?.ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "this node's ranges of new labels for data instance {:?} have no {count} \
+                 consecutive labels left",
+                inst.name
+            ))
+        })
+    }
+
+    fn take_mutation(inst: &Instance, a: &mut Allotment) -> Result<u64> {
+        let id: Result<_> = a.mutations.take(1, |lo, _| Ok(lo));
+        id?.ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "this node's range of mutation ids for data instance {:?} is used up",
+                inst.name
+            ))
+        })
     }
 
     /// The next label `nextlabel` would hand out at this version.
@@ -74,8 +110,8 @@ impl Store {
         let _gate = self.gate.read();
         let (v, inst) = self.readable(h)?;
         labelmap_only(&inst, "nextlabel")?;
-        let mut c = self.counters(&inst)?;
-        self.take_labels(&inst, &v, &mut c, 0)
+        let mut a = self.allotment_for_edits(&inst)?;
+        self.take_labels(&inst, &v, &mut a, 1)
     }
 
     /// Reserves `count` new labels (inclusive range), never handed out again by this node.
@@ -85,15 +121,144 @@ impl Store {
                 "nextlabel needs a count of at least 1".into(),
             ));
         }
+        let start = self.with_allotment(h, "nextlabel", |inst, v, a| {
+            self.take_labels(inst, v, a, count)
+        })?;
+        Ok((start, start + count - 1))
+    }
+
+    /// Makes `label` the next new label (DVID's `set-nextlabel`): this node gives up the ids of
+    /// its ranges below it. Refused for a label outside its free ranges, which another node may
+    /// hand out (or this one already has).
+    pub fn set_next_label(&self, h: &DataHandle, label: u64) -> Result<()> {
+        if label == 0 {
+            return Err(StoreError::BadRequest(
+                "label 0 is background and cannot be the next label".into(),
+            ));
+        }
+        self.with_allotment(h, "set-nextlabel", |inst, _, a| {
+            if a.labels.skip_to(label) {
+                return Ok(());
+            }
+            let free: Vec<String> = a
+                .labels
+                .ranges()
+                .iter()
+                .map(|(lo, hi)| format!("{lo}..{}", hi - 1))
+                .collect();
+            Err(StoreError::Conflict(format!(
+                "label {label} is not among the labels this node may still hand out for data \
+                 instance {:?} ({}): other nodes hold the rest, or it was handed out",
+                inst.name,
+                free.join(", ")
+            )))
+        })
+    }
+
+    /// Runs `f` on this node's allotment for a labelmap at a mutable version (both read under
+    /// the instance's lock) and stores the allotment it leaves, unless it fails.
+    fn with_allotment<T>(
+        &self,
+        h: &DataHandle,
+        what: &str,
+        f: impl FnOnce(&Instance, &Version, &mut Allotment) -> Result<T>,
+    ) -> Result<T> {
         let _gate = self.gate.read();
-        let (v, inst) = self.writable(h)?;
-        labelmap_only(&inst, "nextlabel")?;
+        let (_, inst) = self.writable(h)?;
+        labelmap_only(&inst, what)?;
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
-        let mut c = self.counters(&inst)?;
-        let start = self.take_labels(&inst, &v, &mut c, count)?;
-        self.meta.write(vec![Self::counters_op(&inst, c)])?;
-        Ok((start, start + count - 1))
+        let (v, inst) = self.writable(h)?;
+        let mut a = self.allotment_for_edits(&inst)?;
+        let out = f(&inst, &v, &mut a)?;
+        self.meta.write(vec![Self::allotment_op(&inst, &a)])?;
+        Ok(out)
+    }
+
+    /// Grants `peer` part of this node's ids for the labelmap with data UUID `data` in the repo of
+    /// `version` (see
+    /// [`ranges`](super::ranges)): given up here, durably, before the grant is returned.
+    pub fn grant_labels(&self, version: Uuid, data: Uuid, peer: &str) -> Result<Grant> {
+        let _gate = self.gate.read();
+        let inst = self.labelmap_of(version, data)?;
+        let lock = self.instance_lock(inst.id);
+        let _held = lock.lock();
+        let mut a = self.allotment(&inst)?.ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "this node holds no labels of data instance {:?} to grant",
+                inst.name
+            ))
+        })?;
+        let g = a.grant_to(peer).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "this node's labels of data instance {:?} are too few to grant",
+                inst.name
+            ))
+        })?;
+        self.meta.write(vec![Self::allotment_op(&inst, &a)])?;
+        Ok(g)
+    }
+
+    /// Takes a grant from a peer, unless this node already holds ids for the instance.
+    pub fn accept_label_grant(&self, version: Uuid, data: Uuid, g: Grant) -> Result<bool> {
+        let _gate = self.gate.read();
+        let inst = self.labelmap_of(version, data)?;
+        let valid = |(lo, hi): (u64, u64)| 0 < lo && lo < hi && hi <= ranges::ID_LIMIT;
+        if !valid(g.labels) || !valid(g.mutations) {
+            return Err(StoreError::BadRequest(format!("malformed grant {g:?}")));
+        }
+        let lock = self.instance_lock(inst.id);
+        let _held = lock.lock();
+        if self.allotment(&inst)?.is_some() {
+            return Ok(false);
+        }
+        self.meta
+            .write(vec![Self::allotment_op(&inst, &Allotment::from_grant(g))])?;
+        Ok(true)
+    }
+
+    /// The labelmap instance with data UUID `data` in the repo of `version`.
+    fn labelmap_of(&self, version: Uuid, data: Uuid) -> Result<Instance> {
+        let c = self.catalog.read();
+        let vid = c
+            .exact(version)
+            .ok_or_else(|| StoreError::NotFound(format!("no version {version} here")))?;
+        let inst = c
+            .repo_of(vid)?
+            .instances
+            .values()
+            .find(|i| i.data_uuid == data)
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "no data instance with UUID {data} in the repo of version {version}"
+                ))
+            })?;
+        labelmap_only(inst, "a grant of labels")?;
+        Ok(inst.clone())
+    }
+
+    /// Labelmap instances (by data UUID) of the repo of `version` this node holds no ids for:
+    /// those to ask a grant for.
+    pub fn labelmaps_without_allotment(&self, version: Uuid) -> Result<Vec<Uuid>> {
+        let instances: Vec<Instance> = {
+            let c = self.catalog.read();
+            let Some(vid) = c.exact(version) else {
+                return Ok(vec![]);
+            };
+            c.repo_of(vid)?
+                .instances
+                .values()
+                .filter(|i| i.spec.datatype.name() == LABELMAP.name)
+                .cloned()
+                .collect()
+        };
+        let mut out = Vec::new();
+        for inst in instances {
+            if self.allotment(&inst)?.is_none() {
+                out.push(inst.data_uuid);
+            }
+        }
+        Ok(out)
     }
 
     /// Merges bodies `from` into body `to`: their supervoxels map to `to` and their indices join
@@ -154,9 +319,8 @@ impl Store {
             }
             write.delete(meta_key(INDEX, f));
         }
-        let mut c = self.counters(&inst)?;
-        let mutation = c.next_mutation;
-        c.next_mutation += 1;
+        let mut a = self.allotment_for_edits(&inst)?;
+        let mutation = Self::take_mutation(&inst, &mut a)?;
         stamp(&mut target, mutation, who);
         write.put_index(to, &target);
         let record = json!({
@@ -171,7 +335,7 @@ impl Store {
             &v,
             write.objects,
             write.entries,
-            vec![Self::counters_op(&inst, c)],
+            vec![Self::allotment_op(&inst, &a)],
         )?;
         Ok(mutation)
     }
@@ -218,10 +382,9 @@ impl Store {
                 "cleaving every supervoxel of body {body} would leave it empty: leave at least one"
             )));
         }
-        let mut c = self.counters(&inst)?;
-        let label = self.take_labels(&inst, &v, &mut c, 1)?;
-        let mutation = c.next_mutation;
-        c.next_mutation += 1;
+        let mut a = self.allotment_for_edits(&inst)?;
+        let label = self.take_labels(&inst, &v, &mut a, 1)?;
+        let mutation = Self::take_mutation(&inst, &mut a)?;
         let mut split = super::LabelIndex {
             label,
             ..Default::default()
@@ -264,7 +427,7 @@ impl Store {
             &v,
             write.objects,
             write.entries,
-            vec![Self::counters_op(&inst, c)],
+            vec![Self::allotment_op(&inst, &a)],
         )?;
         Ok(Cleaved { label, mutation })
     }

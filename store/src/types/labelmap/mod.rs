@@ -13,15 +13,18 @@
 
 mod edits;
 pub mod proto;
+pub mod ranges;
 
 pub use edits::{Cleaved, Editor};
+pub use ranges::{Allotment, Grant};
 
 use super::VoxelType;
 use crate::catalog::{Instance, Version};
+use crate::engine::Space;
 use crate::geometry::{Point, Subvolume};
 use crate::store::{DataHandle, WorkingEntry};
 use crate::tree::{Entry, Scope};
-use crate::{ObjectId, Result, Store, StoreError};
+use crate::{ObjectId, Result, Store, StoreError, keys};
 use proto::{LabelIndex, SvCount, encode_block};
 use std::collections::{BTreeMap, HashMap};
 
@@ -467,23 +470,43 @@ impl Store {
     }
 
     fn max_label_at(&self, inst: &Instance, v: &Version) -> Result<u64> {
+        Ok(self.max_label_in(inst, v, 1, u64::MAX)?.unwrap_or(0))
+    }
+
+    /// The highest label in `[lo, hi)` at a version, of supervoxels and bodies.
+    pub(crate) fn max_label_in(
+        &self,
+        inst: &Instance,
+        v: &Version,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>> {
         let root = v.roots.get(&inst.id).copied();
-        let mut max = 0;
+        let mut max = None;
         for kind in [INDEX, MAPPING] {
-            if let Some(k) = self
-                .trees
-                .last_key(root, &Scope::Prefix(vec![META, kind]))?
-            {
-                max = max.max(meta_id(&k, kind).unwrap_or(0));
+            let (lo, hi) = (meta_key(kind, lo), meta_key(kind, hi));
+            if let Some(k) = self.trees.last_key(
+                root,
+                &Scope::Range {
+                    lo: lo.clone(),
+                    hi: hi.clone(),
+                },
+            )? {
+                max = max.max(meta_id(&k, kind));
             }
-        }
-        if !v.locked {
-            // Working keys count even when deleted: a label once used stays used.
-            self.scan_working(inst.id, v.id, &mut |_, key, _| {
-                if let Some(id) = meta_id(key, INDEX).or_else(|| meta_id(key, MAPPING)) {
-                    max = max.max(id);
-                }
-            })?;
+            if !v.locked {
+                // Working keys count even when deleted: a label once used stays used.
+                let (start, end) = (
+                    keys::working(inst.id, v.id, &lo),
+                    keys::working(inst.id, v.id, &hi),
+                );
+                let at = keys::working_prefix(inst.id, v.id).len();
+                self.meta
+                    .scan(Space::Working, &start, Some(&end), &mut |k, _| {
+                        max = max.max(meta_id(&k[at..], kind));
+                        true
+                    })?;
+            }
         }
         Ok(max)
     }

@@ -219,3 +219,60 @@ fn labelmap_block_edges_are_multiples_of_8() {
         .to_string();
     assert!(err.contains("multiples of 8"), "{err}");
 }
+
+#[test]
+fn labelmap_edits_need_an_allotment_and_take_ids_from_a_grant() {
+    let (store, root, h) = setup();
+    // A node that holds the instance without ids of its own (pulled, no grant yet).
+    let inst = h.instance.clone();
+    let granted = store.grant_labels(root, inst.data_uuid, "peer").unwrap();
+    store
+        .meta
+        .write(vec![crate::engine::BatchOp::Delete(
+            crate::engine::Space::Meta,
+            crate::keys::allotment(inst.id),
+        )])
+        .unwrap();
+    for e in [
+        store.merge_bodies(&h, 1, &[2], &who()).unwrap_err(),
+        store.allocate_labels(&h, 1).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, StoreError::Conflict(m) if m.contains("no range of new labels")),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        store.mappings(&h).unwrap(),
+        vec![],
+        "the refused merge changed nothing"
+    );
+    // With the grant, new labels and mutation ids come from it, and from nowhere else.
+    assert!(
+        store
+            .accept_label_grant(root, inst.data_uuid, granted)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .accept_label_grant(root, inst.data_uuid, granted)
+            .unwrap()
+    );
+    let m = store.merge_bodies(&h, 1, &[2], &who()).unwrap();
+    assert_eq!(m, granted.mutations.0);
+    let c = store.cleave_body(&h, 1, &[2], &who()).unwrap();
+    assert_eq!(c.label, granted.labels.0);
+    let (lo, hi) = store.allocate_labels(&h, 10).unwrap();
+    assert_eq!((lo, hi), (granted.labels.0 + 1, granted.labels.0 + 10));
+    assert!(
+        store.set_next_label(&h, 5).is_err(),
+        "5 is not in the grant"
+    );
+    store.set_next_label(&h, granted.labels.0 + 100).unwrap();
+    assert_eq!(store.next_label(&h).unwrap(), granted.labels.0 + 100);
+    let bad = crate::types::labelmap::Grant {
+        labels: (0, 5),
+        mutations: (1, 2),
+    };
+    assert!(store.accept_label_grant(root, inst.data_uuid, bad).is_err());
+}
