@@ -200,6 +200,18 @@ CASES = {
 }
 
 
+def cross_section_view(ng, s):
+    """The view every cross-section case shares: the middle xy plane at ZOOM over the sentinel
+    background, without axis lines, scale bar or default annotations."""
+    s.dimensions = ng.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[8, 8, 8])
+    s.position = [N / 2, N / 2, N / 2 + 0.5]
+    s.cross_section_scale = ZOOM
+    s.cross_section_background_color = SENTINEL
+    s.show_axis_lines = False
+    s.show_scale_bar = False
+    s.show_default_annotations = False
+
+
 def open_viewer(ng, node: Node, uuid: str, level: int):
     """A viewer with the grayscale and labels layers side by side, each in its own xy panel.
 
@@ -211,13 +223,7 @@ def open_viewer(ng, node: Node, uuid: str, level: int):
     render_scale = {0: 1.0, 1: 8.0}[level]
     source = f"dvid://{node.url}/{uuid}"
     with viewer.txn() as s:
-        s.dimensions = ng.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[8, 8, 8])
-        s.position = [N / 2, N / 2, N / 2 + 0.5]
-        s.cross_section_scale = ZOOM
-        s.cross_section_background_color = SENTINEL
-        s.show_axis_lines = False
-        s.show_scale_bar = False
-        s.show_default_annotations = False
+        cross_section_view(ng, s)
         s.layers["grayscale"] = ng.ImageLayer(
             source=f"{source}/grayscale", opacity=1.0, cross_section_render_scale=render_scale)
         s.layers["labels"] = ng.SegmentationLayer(
@@ -852,3 +858,88 @@ def test_readme_view_command(ng):
             if pathlib.Path(f"/proc/{pid}").exists():
                 os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# labelmap: supervoxels drawn as their bodies, before and after a merge.
+#
+# For a labelmap Neuroglancer reads `MaxDownresLevel` from the instance's Extended info and asks
+# `raw/0_1_2/...?compression=googlegzip&scale=k` of the instance itself for each level k.
+
+MERGED = (ngview.LABEL_IDS[0], ngview.LABEL_IDS[1])  # blobs at (36, 36) and (96, 34)
+
+
+def build_labelmap_repo(node: Node) -> tuple[str, str]:
+    """A labelmap `segmentation` of labels_volume()'s blobs as supervoxels with one level,
+    committed, and a child version that merges the MERGED bodies. Returns (root, child)."""
+    root = node.cli("repo", "new", "--alias", "proofreading", "--description", "labelmap").split()[-1]
+    node.cli("instance", root, "labelmap", "segmentation", "--block-size", "64,64,64")
+    post_raw(node, root, "segmentation", labels_volume())
+    node.cli("downres", root, "segmentation", "--levels", "1")
+    extended = get_json(f"{node.api}/node/{root}/segmentation/info")["Extended"]
+    assert extended["MaxDownresLevel"] == 1, extended
+    node.cli("commit", root, "--note", "supervoxels")
+    child = node.cli("newversion", root).split()[-1]
+    url = f"{node.api}/node/{child}/segmentation/merge"
+    status, _, body = http("POST", url, json.dumps(list(MERGED)).encode())
+    assert status == 200, f"POST {url}: {status} {body[:300]!r}"
+    return root, child
+
+
+def open_labelmap_viewer(ng, node: Node, uuid: str):
+    viewer = ng.Viewer()
+    with viewer.txn() as s:
+        cross_section_view(ng, s)
+        s.layers["segmentation"] = ng.SegmentationLayer(
+            source=f"dvid://{node.url}/{uuid}/segmentation", selected_alpha=1.0)
+        s.layout = ng.row_layout([ng.LayerGroupViewer(layers=["segmentation"], layout="xy")])
+    return viewer
+
+
+def body_colours(report: dict, bodies: dict) -> dict:
+    """The colour each supervoxel of the middle plane is drawn in, checked to be one colour per
+    supervoxel, the background where the label is 0. `bodies` maps supervoxel to body."""
+    info = summary(report)
+    sentinel = np.array([int(SENTINEL[i:i + 2], 16) for i in (1, 3, 5)])
+    iy, ix, rgb = sample_panel(report, "segmentation", 0)
+    want = labels_volume()[N // 2][iy, ix]
+    assert len(want) > 2000, f"too few samples\n{info}"
+    is_bg = np.all(np.abs(rgb.astype(int) - sentinel) <= 16, axis=1)
+    assert np.mean(is_bg[want == 0]) > 0.98, f"label 0 is not transparent\n{info}"
+    colours = {}
+    for sv in np.unique(want[want != 0]):
+        c, n = np.unique(rgb[want == sv], axis=0, return_counts=True)
+        assert n.max() / n.sum() > 0.98, f"supervoxel {sv} is drawn in several colours\n{info}"
+        colours[int(sv)] = tuple(c[n.argmax()])
+    by_body = {}
+    for sv, c in colours.items():
+        by_body.setdefault(bodies[sv], set()).add(c)
+    assert all(len(c) == 1 for c in by_body.values()), f"a body in several colours: {by_body}\n{info}"
+    firsts = [next(iter(c)) for c in by_body.values()]
+    assert len(set(firsts)) == len(firsts), f"bodies share a colour: {by_body}\n{info}"
+    return colours
+
+
+def test_labelmap_before_and_after_a_merge(ng, node):
+    """A labelmap layer draws each body in its own colour at the locked version, and at a child that
+    merged two bodies draws both in one colour, the rest as before, read through googlegzip and
+    `scale`."""
+    need_browser()
+    root, child = build_labelmap_repo(node)
+    identity = {sv: sv for sv in ngview.LABEL_IDS}
+    merged = {**identity, MERGED[1]: MERGED[0]}
+    shots = {}
+    for name, uuid, bodies in (("labelmap-root", root, identity), ("labelmap-merged", child, merged)):
+        viewer = open_labelmap_viewer(ng, node, uuid)
+        report = shoot(viewer.get_viewer_url(), name)
+        chunk_urls = check_loaded(report, node.url, uuid)
+        raw = [u for u in chunk_urls if "/segmentation/raw/" in u]
+        assert raw and all("compression=googlegzip&scale=" in u for u in raw), summary(report)
+        assert any("scale=0" in u for u in raw), f"level 0 never read\n{summary(report)}"
+        shots[name] = body_colours(report, bodies)
+    before, after = shots["labelmap-root"], shots["labelmap-merged"]
+    assert before[MERGED[0]] != before[MERGED[1]]
+    assert after[MERGED[1]] == after[MERGED[0]] == before[MERGED[0]], (before, after)
+    for sv in ngview.LABEL_IDS:
+        if sv not in MERGED:
+            assert after[sv] == before[sv], f"supervoxel {sv} changed colour: {before} {after}"

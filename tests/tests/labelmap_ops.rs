@@ -287,3 +287,198 @@ fn labelmap_blocks_stream_in_dvids_label_block_format() {
         assert!(r.text().unwrap().contains(want), "{path}");
     }
 }
+
+/// DVID's RLE body, as neuclease's `construct_rle_payload_from_ranges` builds it.
+fn rles(runs: &[[i32; 4]]) -> Vec<u8> {
+    let mut out = vec![0, 3, 0, 0, 0, 0, 0, 0];
+    out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+    for r in runs {
+        for v in r {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn labelmap_split_mappings_listings_as_neuclease_calls_them() {
+    use dvid_store::types::labelmap::proto::{MappingOp, MappingOps};
+    let (_d, n, root) = start();
+    let at = |p: &str| format!("/api/node/{root}/seg/{p}");
+    n.post_json(&at("merge"), json!([1, 2]));
+
+    // split-supervoxel: the first 8 voxels of each row of z = 0 in supervoxel 2 (x 32..63).
+    let runs: Vec<[i32; 4]> = (0..32).map(|y| [32, y, 0, 8]).collect();
+    let r = n.post(&at("split-supervoxel/2"), rles(&[[32, 0, 0, 0]]));
+    assert_eq!(r.status(), 400, "a run of length 0");
+    let r = n.post(&format!("{}?u=ann", at("split-supervoxel/2")), rles(&runs));
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().unwrap();
+    let (split, remain) = (
+        s["SplitSupervoxel"].as_u64().unwrap(),
+        s["RemainSupervoxel"].as_u64().unwrap(),
+    );
+    assert!(s["MutationID"].as_u64().is_some(), "{s}");
+    assert_eq!(
+        labels(&n, &at("mapping"), json!([2, split, remain])),
+        json!([0, 1, 1])
+    );
+    assert_eq!(
+        labels(
+            &n,
+            &format!("{}?supervoxels=true", at("sizes")),
+            json!([split, remain])
+        ),
+        json!([8 * 32, 32768 - 8 * 32])
+    );
+    assert_eq!(
+        n.get_json(&at("label/33_0_0?supervoxels=true"))["Label"],
+        split
+    );
+    assert_eq!(n.get_json(&at("label/33_0_0"))["Label"], 1);
+    let splits = n.get_json(&at("supervoxel-splits"));
+    assert_eq!(splits, json!([root, [[s["MutationID"], 2, remain, split]]]));
+    let actions = n.get_json(&at("mutations"));
+    assert_eq!(actions[1]["Action"], "split-supervoxel-complete");
+    assert_eq!(actions[1]["User"], "ann");
+
+    // POST mappings (DVID's MappingOps): supervoxels 3 and 4 join body 5; their counts move.
+    let ops = MappingOps {
+        mappings: vec![MappingOp {
+            mutid: 77,
+            mapped: 5,
+            original: vec![3, 4],
+        }],
+    };
+    assert_eq!(
+        n.post(&at("mappings"), prost::Message::encode_to_vec(&ops))
+            .status(),
+        200
+    );
+    assert_eq!(
+        labels(&n, &at("mapping"), json!([3, 4, 5])),
+        json!([5, 5, 5])
+    );
+    assert_eq!(
+        labels(&n, &at("sizes"), json!([5, 3])),
+        json!([3 * 32768, 0])
+    );
+    assert_eq!(n.get_json(&at("supervoxels/5")), json!([3, 4, 5]));
+
+    // listlabels: bodies from `start`, u64 LE, with sizes as pairs.
+    let words = |b: Vec<u8>| -> Vec<u64> {
+        b.chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    assert_eq!(words(n.get_bytes(&at("listlabels"))), vec![1, 5, 6, 7, 8]);
+    assert_eq!(
+        words(n.get_bytes(&at("listlabels?start=5&number=2&sizes=true"))),
+        vec![5, 3 * 32768, 6, 32768]
+    );
+
+    // indices-compressed: u64 length, u64 label, 0x80, u32 size, an LZ4 block of the LabelIndex.
+    let r = n.get_body(&at("indices-compressed"), "[5, 42]");
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!(u64::from_le_bytes(bytes[8..16].try_into().unwrap()), 5);
+    let stored = &bytes[16..16 + len];
+    assert_eq!(stored[0], 0x80);
+    let size = u32::from_le_bytes(stored[1..5].try_into().unwrap()) as usize;
+    let pb = lz4_flex::block::decompress(&stored[5..], size).unwrap();
+    let idx = LabelIndex::decode(&pb[..]).unwrap();
+    assert_eq!((idx.label, idx.voxels(None)), (5, 3 * 32768));
+    assert_eq!(pb, n.get_bytes(&at("index/5")));
+    let rest = &bytes[16 + len..];
+    assert_eq!(rest, [0u64.to_le_bytes(), 42u64.to_le_bytes()].concat());
+
+    // Bad input: a 4xx with a message, and nothing changed.
+    let before = n.get_bytes(&at("mappings"));
+    let cases: &[(&str, Vec<u8>, u16, &str)] = &[
+        ("split-supervoxel/6", vec![0, 3, 0], 400, "12-byte header"),
+        (
+            "split-supervoxel/6",
+            rles(&[[0, 32, 0, 4]])[..20].to_vec(),
+            400,
+            "1 runs",
+        ),
+        (
+            "split-supervoxel/6",
+            rles(&[[0, 0, 0, 4]]),
+            400,
+            "where supervoxel 6 has no voxels",
+        ),
+        ("split-supervoxel/6", rles(&[]), 400, "no voxels"),
+        (
+            "split-supervoxel/99",
+            rles(&[[0, 0, 0, 1]]),
+            404,
+            "no voxels",
+        ),
+        (
+            "split-supervoxel/2",
+            rles(&[[32, 0, 0, 1]]),
+            400,
+            "split before",
+        ),
+        (
+            "split-supervoxel/6?split=7",
+            rles(&[[32, 0, 32, 1]]),
+            400,
+            "in use",
+        ),
+        (
+            "split-supervoxel/6?split=x",
+            rles(&[[32, 0, 32, 1]]),
+            400,
+            "64-bit label",
+        ),
+        ("mappings", b"\xff\xff\xff".to_vec(), 400, "MappingOps"),
+        (
+            "mappings",
+            prost::Message::encode_to_vec(&MappingOps {
+                mappings: vec![MappingOp {
+                    mutid: 1,
+                    mapped: 0,
+                    original: vec![6],
+                }],
+            }),
+            400,
+            "mapping to 0",
+        ),
+    ];
+    for (path, body, status, want) in cases {
+        let r = n.post(&at(path), body.clone());
+        assert_eq!(r.status().as_u16(), *status, "{path}");
+        let text = r.text().unwrap();
+        assert!(text.contains(want), "{path}: {text:?} lacks {want:?}");
+    }
+    let r = n.post(
+        &at(&format!("split-supervoxel/{remain}")),
+        rles(&[[32, 0, 0, 2]]),
+    );
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .unwrap()
+            .contains(&format!("is supervoxel {split}"))
+    );
+    for (path, want) in [
+        ("listlabels?number=x", "non-negative"),
+        ("listlabels?sizes=maybe", "true or false"),
+    ] {
+        let r = n.get(&at(path));
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().unwrap().contains(want), "{path}");
+    }
+    assert_eq!(
+        n.get_bytes(&at("mappings")),
+        before,
+        "refused edits changed the mapping"
+    );
+    assert_eq!(
+        labels(&n, &format!("{}?supervoxels=true", at("sizes")), json!([6])),
+        json!([32768])
+    );
+}

@@ -2,7 +2,7 @@
 //! index, and subvolume reads and writes at any offset and size. Partial blocks are
 //! read-modify-written, so clients need not align to blocks (DVID demands it).
 
-use super::labelmap::{CountChange, block_counts};
+use super::labelmap::{CountChange, MetaWrite, block_counts};
 use super::{DataType, InstanceSpec, Settings};
 use crate::catalog::Instance;
 use crate::codec::decode_block;
@@ -358,7 +358,13 @@ impl Store {
                 Ok(Encoded::new(b, &block, bs, codec, before))
             })
             .collect::<Result<_>>()?;
-        self.store_blocks(&inst, &v, encoded, (sub.offset, sub.last()))
+        self.store_blocks(
+            &inst,
+            &v,
+            encoded,
+            (sub.offset, sub.last()),
+            Default::default(),
+        )
     }
 
     /// Writes whole blocks (each `block_bytes` long) to a mutable version, and grows the
@@ -409,20 +415,48 @@ impl Store {
                 Ok(Encoded::new(b, &d, bs, codec, before))
             })
             .collect::<Result<_>>()?;
-        self.store_blocks(&inst, &v, encoded, extents)
+        self.store_blocks(&inst, &v, encoded, extents, Default::default())
     }
 
-    /// Stores encoded blocks as working entries of a version and grows the instance's extents to
-    /// cover `covered`, in one write. Called under the instance's lock, with `inst` read under it.
+    /// Rewrites blocks of a labelmap with the metadata changes the caller made of them (its label
+    /// index, mapping and mutation record: the index is the caller's to keep right), in one write.
+    /// Called under the instance's lock, with `inst` and `v` read under it.
+    pub(crate) fn rewrite_label_blocks(
+        &self,
+        inst: &Instance,
+        v: &crate::Version,
+        blocks: Vec<(Point, Vec<u8>)>,
+        meta: MetaWrite,
+    ) -> Result<()> {
+        let vox = inst.voxels()?;
+        let (bs, codec) = (vox.block_size(), vox.geometry.codec);
+        let voxel_box = |b: Point| -> (Point, Point) {
+            let lo: Point = std::array::from_fn(|a| b[a] * bs[a]);
+            (lo, std::array::from_fn(|a| lo[a] + bs[a] - 1))
+        };
+        let Some(covered) = blocks.iter().map(|(b, _)| voxel_box(*b)).reduce(cover) else {
+            return self.write_working(inst, v, meta.objects, meta.entries, meta.extra);
+        };
+        let encoded = blocks
+            .into_par_iter()
+            .map(|(b, d)| Encoded::new(b, &d, bs, codec, None))
+            .collect();
+        self.store_blocks(inst, v, encoded, covered, meta)
+    }
+
+    /// Stores encoded blocks as working entries of a version, with `meta`, and grows the
+    /// instance's extents to cover `covered`, in one write. Called under the instance's lock, with
+    /// `inst` read under it.
     fn store_blocks(
         &self,
         inst: &Instance,
         v: &crate::Version,
         encoded: Vec<Encoded>,
         covered: (Point, Point),
+        meta: MetaWrite,
     ) -> Result<()> {
-        let mut objects = Vec::with_capacity(encoded.len());
-        let mut entries = Vec::with_capacity(encoded.len());
+        let mut objects = meta.objects;
+        let mut entries = meta.entries;
         let mut counts = Vec::new();
         for e in encoded {
             let entry = WorkingEntry {
@@ -438,7 +472,7 @@ impl Store {
             objects.extend(index.objects);
             entries.extend(index.entries);
         }
-        let mut extra = Vec::new();
+        let mut extra = meta.extra;
         let grown = inst.extents.map_or(covered, |e| cover(e, covered));
         if Some(grown) != inst.extents {
             let mut updated = inst.clone();
@@ -480,7 +514,12 @@ impl Store {
     }
 
     /// Decoded voxels of one block at a version, or `None` if never written.
-    fn block_at(&self, inst: &Instance, v: &crate::Version, b: Point) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn block_at(
+        &self,
+        inst: &Instance,
+        v: &crate::Version,
+        b: Point,
+    ) -> Result<Option<Vec<u8>>> {
         match self.lookup(inst, v, &block_key(b))? {
             None => Ok(None),
             Some(e) => Ok(Some(decode_block(

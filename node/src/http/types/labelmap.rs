@@ -3,7 +3,7 @@
 //! mapping, indices, sizes, sparse volumes, merge, cleave, labels and mutations, with DVID's
 //! request and response formats.
 
-use super::{Target, TypeApi, labelmap_blocks, voxels};
+use super::{Target, TypeApi, labelmap_blocks, labelmap_split, voxels};
 use crate::http::formats::rle;
 use crate::http::params::{json_list, triple};
 use crate::http::{ApiError, ApiResult, AppState, blocking};
@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dvid_store::Instance;
 use dvid_store::diff::VersionDiff;
-use dvid_store::types::labelmap::proto::{LabelIndex, LabelIndices};
+use dvid_store::types::labelmap::proto::{LabelIndex, LabelIndices, MappingOps};
 use dvid_store::types::labelmap::{Editor, body_of_key};
 use prost::Message;
 use serde::Deserialize;
@@ -58,7 +58,7 @@ impl TypeApi for LabelMap {
             .route("/label/{point}", get(label))
             .route("/labels", get(labels))
             .route("/mapping", get(mapping))
-            .route("/mappings", get(mappings))
+            .route("/mappings", get(mappings).post(post_mappings))
             .route("/supervoxels/{label}", get(supervoxels))
             .route("/size/{label}", get(size))
             .route("/sizes", get(sizes))
@@ -67,6 +67,13 @@ impl TypeApi for LabelMap {
             .route("/sparsevol-coarse/{label}", get(sparsevol_coarse))
             .route("/index/{label}", get(index))
             .route("/indices", get(indices))
+            .route("/indices-compressed", get(indices_compressed))
+            .route("/listlabels", get(listlabels))
+            .route(
+                "/split-supervoxel/{label}",
+                post(labelmap_split::split_supervoxel),
+            )
+            .route("/supervoxel-splits", get(labelmap_split::supervoxel_splits))
             .route("/lastmod/{label}", get(lastmod))
             .route("/maxlabel", get(maxlabel))
             .route("/nextlabel", get(nextlabel))
@@ -116,6 +123,9 @@ pub struct LabelQuery {
     minz: Option<i32>,
     maxz: Option<i32>,
     scale: Option<String>,
+    start: Option<String>,
+    number: Option<String>,
+    sizes: Option<String>,
 }
 
 impl LabelQuery {
@@ -166,7 +176,7 @@ pub fn flag(v: Option<&str>, name: &str) -> ApiResult<bool> {
 }
 
 /// A label in a path: a positive 64-bit integer.
-fn label_arg(text: &str) -> ApiResult<u64> {
+pub(super) fn label_arg(text: &str) -> ApiResult<u64> {
     match text.parse::<u64>() {
         Ok(0) => Err(ApiError::bad_request(
             "label 0 is background: give a body or supervoxel id",
@@ -260,6 +270,18 @@ async fn mappings(
     }
     let text: String = pairs.iter().map(|(sv, b)| format!("{sv} {b}\n")).collect();
     Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+/// DVID's `MappingOps` protobuf: each op's supervoxels now belong to its body.
+async fn post_mappings(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let ops = MappingOps::decode(&body[..])
+        .map_err(|e| ApiError::bad_request(format!("body is no MappingOps protobuf: {e}")))?;
+    blocking(move || s.store.apply_mappings(&h, &ops.mappings)).await?;
+    Ok(StatusCode::OK)
 }
 
 async fn supervoxels(
@@ -426,6 +448,77 @@ async fn indices(
     })
     .await?;
     Ok(voxels::octets(out.encode_to_vec()))
+}
+
+/// Most labels one `indices-compressed` answers, as DVID.
+const MAX_COMPRESSED_INDICES: usize = 50_000;
+
+/// Label indices as DVID stores them: for each label asked, `u64 length, u64 label` and that
+/// many bytes: `0x80` (lz4), the u32 size of the `LabelIndex` protobuf, one LZ4 block of it.
+/// Length 0 for a label without voxels.
+async fn indices_compressed(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let labels = labels_body(&body, "indices-compressed")?;
+    if labels.len() > MAX_COMPRESSED_INDICES {
+        return Err(ApiError::bad_request(format!(
+            "{} labels asked: indices-compressed answers at most {MAX_COMPRESSED_INDICES}",
+            labels.len()
+        )));
+    }
+    let out = blocking(move || {
+        let mut out = Vec::new();
+        for label in labels {
+            let stored = match s.store.label_index(&h, label)? {
+                None => vec![],
+                Some(idx) => {
+                    let pb = idx.encode_to_vec();
+                    let mut v = vec![0x80];
+                    v.extend_from_slice(&(pb.len() as u32).to_le_bytes());
+                    v.extend_from_slice(&crate::http::formats::lz4(&pb));
+                    v
+                }
+            };
+            out.extend_from_slice(&(stored.len() as u64).to_le_bytes());
+            out.extend_from_slice(&label.to_le_bytes());
+            out.extend_from_slice(&stored);
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(voxels::octets(out))
+}
+
+/// Most labels one `listlabels` answers, as DVID.
+const MAX_LISTED: usize = 10_000_000;
+
+/// Bodies from `start` on, as u64 LE (with `sizes=true`, each followed by its voxels).
+async fn listlabels(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    Query(q): Query<LabelQuery>,
+) -> ApiResult<Response> {
+    let number = |text: Option<&str>, name: &str, default: u64| -> ApiResult<u64> {
+        text.map_or(Ok(default), |t| {
+            t.parse().map_err(|_| {
+                ApiError::bad_request(format!("{name}={t:?}: expected a non-negative integer"))
+            })
+        })
+    };
+    let start = number(q.start.as_deref(), "start", 0)?;
+    let count = number(q.number.as_deref(), "number", MAX_LISTED as u64)?.min(MAX_LISTED as u64);
+    let sizes = flag(q.sizes.as_deref(), "sizes")?;
+    let listed = blocking(move || s.store.list_labels(&h, start, count as usize, sizes)).await?;
+    let mut out = Vec::with_capacity(listed.len() * if sizes { 16 } else { 8 });
+    for (label, voxels) in listed {
+        out.extend_from_slice(&label.to_le_bytes());
+        if sizes {
+            out.extend_from_slice(&voxels.to_le_bytes());
+        }
+    }
+    Ok(voxels::octets(out))
 }
 
 async fn lastmod(

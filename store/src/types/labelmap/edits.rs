@@ -54,7 +54,7 @@ impl Store {
     }
 
     /// The allotment, or why this node cannot edit the instance.
-    fn allotment_for_edits(&self, inst: &Instance) -> Result<Allotment> {
+    pub(super) fn allotment_for_edits(&self, inst: &Instance) -> Result<Allotment> {
         self.allotment(inst)?.ok_or_else(|| {
             StoreError::Conflict(format!(
                 "this node holds no range of new labels for data instance {:?}: a node that \
@@ -76,7 +76,7 @@ impl Store {
 
     /// The first of `count` new labels: in this node's ranges, above every label the version
     /// holds in the range taken from.
-    fn take_labels(
+    pub(super) fn take_labels(
         &self,
         inst: &Instance,
         v: &Version,
@@ -95,7 +95,7 @@ impl Store {
         })
     }
 
-    fn take_mutation(inst: &Instance, a: &mut Allotment) -> Result<u64> {
+    pub(super) fn take_mutation(inst: &Instance, a: &mut Allotment) -> Result<u64> {
         let id: Result<_> = a.mutations.take(1, |lo, _| Ok(lo));
         id?.ok_or_else(|| {
             StoreError::Conflict(format!(
@@ -163,16 +163,29 @@ impl Store {
         what: &str,
         f: impl FnOnce(&Instance, &Version, &mut Allotment) -> Result<T>,
     ) -> Result<T> {
+        self.editing(h, what, |inst, v| {
+            let mut a = self.allotment_for_edits(inst)?;
+            let out = f(inst, v, &mut a)?;
+            self.meta.write(vec![Self::allotment_op(inst, &a)])?;
+            Ok(out)
+        })
+    }
+
+    /// Runs `f` on a labelmap at a mutable version, under the instance's lock, with the version
+    /// and instance read under it: another edit may have committed or changed them meanwhile.
+    pub(super) fn editing<T>(
+        &self,
+        h: &DataHandle,
+        what: &str,
+        f: impl FnOnce(&Instance, &Version) -> Result<T>,
+    ) -> Result<T> {
         let _gate = self.gate.read();
         let (_, inst) = self.writable(h)?;
         labelmap_only(&inst, what)?;
         let lock = self.instance_lock(inst.id);
         let _held = lock.lock();
         let (v, inst) = self.writable(h)?;
-        let mut a = self.allotment_for_edits(&inst)?;
-        let out = f(&inst, &v, &mut a)?;
-        self.meta.write(vec![Self::allotment_op(&inst, &a)])?;
-        Ok(out)
+        f(&inst, &v)
     }
 
     /// Grants `peer` part of this node's ids for the labelmap with data UUID `data` in the repo of
@@ -287,57 +300,52 @@ impl Store {
                 )));
             }
         }
-        let _gate = self.gate.read();
-        let (_, inst) = self.writable(h)?;
-        labelmap_only(&inst, "merge")?;
-        let lock = self.instance_lock(inst.id);
-        let _held = lock.lock();
-        // Re-read under the lock: another edit may have committed or changed the instance.
-        let (v, inst) = self.writable(h)?;
-        let body = |b: u64| {
-            self.index_at(&inst, &v, b)?.ok_or_else(|| {
-                StoreError::BadRequest(format!(
-                    "body {b} has no voxels at version {}: merge takes existing bodies",
-                    v.uuid
-                ))
-            })
-        };
-        let mut target = body(to)?;
-        let mut write = MetaWrite::default();
-        let mut merged_voxels = 0;
-        for &f in from {
-            let idx = body(f)?;
-            merged_voxels += idx.voxels(None);
-            for sv in idx.supervoxels() {
-                write.put_mapping(sv, to);
-            }
-            for (code, counts) in idx.blocks {
-                let block = target.blocks.entry(code).or_default();
-                for (sv, n) in counts.counts {
-                    *block.counts.entry(sv).or_default() += n;
+        self.editing(h, "merge", |inst, v| {
+            let body = |b: u64| {
+                self.index_at(inst, v, b)?.ok_or_else(|| {
+                    StoreError::BadRequest(format!(
+                        "body {b} has no voxels at version {}: merge takes existing bodies",
+                        v.uuid
+                    ))
+                })
+            };
+            let mut target = body(to)?;
+            let mut write = MetaWrite::default();
+            let mut merged_voxels = 0;
+            for &f in from {
+                let idx = body(f)?;
+                merged_voxels += idx.voxels(None);
+                for sv in idx.supervoxels() {
+                    write.put_mapping(sv, to);
                 }
+                for (code, counts) in idx.blocks {
+                    let block = target.blocks.entry(code).or_default();
+                    for (sv, n) in counts.counts {
+                        *block.counts.entry(sv).or_default() += n;
+                    }
+                }
+                write.delete(meta_key(INDEX, f));
             }
-            write.delete(meta_key(INDEX, f));
-        }
-        let mut a = self.allotment_for_edits(&inst)?;
-        let mutation = Self::take_mutation(&inst, &mut a)?;
-        stamp(&mut target, mutation, who);
-        write.put_index(to, &target);
-        let record = json!({
-            "Action": "merge-complete",
-            "Target": to,
-            "Labels": from,
-            "MergedVoxels": merged_voxels,
-        });
-        write.put_mutation(mutation, record, &v, who);
-        self.write_working(
-            &inst,
-            &v,
-            write.objects,
-            write.entries,
-            vec![Self::allotment_op(&inst, &a)],
-        )?;
-        Ok(mutation)
+            let mut a = self.allotment_for_edits(inst)?;
+            let mutation = Self::take_mutation(inst, &mut a)?;
+            stamp(&mut target, mutation, who);
+            write.put_index(to, &target);
+            let record = json!({
+                "Action": "merge-complete",
+                "Target": to,
+                "Labels": from,
+                "MergedVoxels": merged_voxels,
+            });
+            write.put_mutation(mutation, record, v, who);
+            self.write_working(
+                inst,
+                v,
+                write.objects,
+                write.entries,
+                vec![Self::allotment_op(inst, &a)],
+            )?;
+            Ok(mutation)
+        })
     }
 
     /// Cleaves supervoxels `svs` off `body` into a new body.
@@ -359,14 +367,8 @@ impl Store {
                 "cleave needs a JSON list of the supervoxels to split off".into(),
             ));
         }
-        let _gate = self.gate.read();
-        let (_, inst) = self.writable(h)?;
-        labelmap_only(&inst, "cleave")?;
-        let lock = self.instance_lock(inst.id);
-        let _held = lock.lock();
-        // Re-read under the lock: another edit may have committed or changed the instance.
-        let (v, inst) = self.writable(h)?;
-        let mut remain = self.index_at(&inst, &v, body)?.ok_or_else(|| {
+        self.editing(h, "cleave", |inst, v| {
+        let mut remain = self.index_at(inst, v, body)?.ok_or_else(|| {
             StoreError::BadRequest(format!("body {body} has no voxels at version {}", v.uuid))
         })?;
         let own: BTreeSet<u64> = remain.supervoxels().into_iter().collect();
@@ -382,9 +384,9 @@ impl Store {
                 "cleaving every supervoxel of body {body} would leave it empty: leave at least one"
             )));
         }
-        let mut a = self.allotment_for_edits(&inst)?;
-        let label = self.take_labels(&inst, &v, &mut a, 1)?;
-        let mutation = Self::take_mutation(&inst, &mut a)?;
+        let mut a = self.allotment_for_edits(inst)?;
+        let label = self.take_labels(inst, v, &mut a, 1)?;
+        let mutation = Self::take_mutation(inst, &mut a)?;
         let mut split = super::LabelIndex {
             label,
             ..Default::default()
@@ -421,15 +423,16 @@ impl Store {
             "CleavedSize": split.voxels(None),
             "RemainSize": remain.voxels(None),
         });
-        write.put_mutation(mutation, record, &v, who);
+        write.put_mutation(mutation, record, v, who);
         self.write_working(
-            &inst,
-            &v,
+            inst,
+            v,
             write.objects,
             write.entries,
-            vec![Self::allotment_op(&inst, &a)],
+            vec![Self::allotment_op(inst, &a)],
         )?;
         Ok(Cleaved { label, mutation })
+        })
     }
 
     /// The mutations made at this version, in the order made (DVID's `mutations`).
@@ -438,20 +441,25 @@ impl Store {
         let (v, inst) = self.readable(h)?;
         labelmap_only(&inst, "mutations")?;
         let uuid = v.uuid.to_string();
-        let mut out = Vec::new();
-        for (_, e) in self.meta_entries(&inst, &v, MUTATION)? {
-            let record: Value = serde_json::from_slice(&self.object(&e.object)?)
-                .map_err(|e| StoreError::Corrupt(format!("mutation record: {e}")))?;
-            if record["UUID"] == uuid {
-                out.push(record);
-            }
-        }
-        Ok(out)
+        let mut records = self.mutation_records(&inst, &v)?;
+        records.retain(|r| r["UUID"] == uuid);
+        Ok(records)
+    }
+
+    /// Every mutation record a version holds (its own and its ancestors'), by mutation id.
+    pub(super) fn mutation_records(&self, inst: &Instance, v: &Version) -> Result<Vec<Value>> {
+        self.meta_entries(inst, v, MUTATION)?
+            .into_values()
+            .map(|e| {
+                serde_json::from_slice(&self.object(&e.object)?)
+                    .map_err(|e| StoreError::Corrupt(format!("mutation record: {e}")))
+            })
+            .collect()
     }
 }
 
 impl MetaWrite {
-    fn put_mutation(&mut self, id: u64, mut record: Value, v: &Version, who: &Editor) {
+    pub(super) fn put_mutation(&mut self, id: u64, mut record: Value, v: &Version, who: &Editor) {
         record["MutationID"] = json!(id);
         record["UUID"] = json!(v.uuid.to_string());
         record["Timestamp"] = json!(now());
@@ -466,7 +474,7 @@ impl MetaWrite {
     }
 }
 
-fn stamp(idx: &mut super::LabelIndex, mutation: u64, who: &Editor) {
+pub(super) fn stamp(idx: &mut super::LabelIndex, mutation: u64, who: &Editor) {
     idx.last_mutid = mutation;
     idx.last_mod_time = now();
     idx.last_mod_user = who.user.clone();

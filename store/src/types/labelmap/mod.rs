@@ -14,9 +14,12 @@
 mod edits;
 pub mod proto;
 pub mod ranges;
+mod remap;
+mod split;
 
 pub use edits::{Cleaved, Editor};
 pub use ranges::{Allotment, Grant};
+pub use split::{SplitIds, SupervoxelSplit};
 
 use super::VoxelType;
 use crate::catalog::{Instance, Version};
@@ -101,11 +104,13 @@ pub(crate) struct CountChange {
     pub after: HashMap<u64, u32>,
 }
 
-/// New objects and working entries of one change to the metadata.
+/// New objects and working entries of one change to the metadata, and other operations of the
+/// same write (this node's allotment).
 #[derive(Default)]
 pub(crate) struct MetaWrite {
     pub objects: Vec<(ObjectId, Vec<u8>)>,
     pub entries: Vec<(Vec<u8>, WorkingEntry)>,
+    pub extra: Vec<crate::engine::BatchOp>,
 }
 
 impl MetaWrite {
@@ -256,7 +261,10 @@ impl Store {
                 let body = match bodies.get(&sv) {
                     Some(&b) => b,
                     None => {
-                        let b = self.body_at(inst, v, sv)?;
+                        // A split supervoxel maps to 0: written again, it is its own body.
+                        let b = Some(self.body_at(inst, v, sv)?)
+                            .filter(|&b| b != 0)
+                            .unwrap_or(sv);
                         bodies.insert(sv, b);
                         b
                     }
@@ -318,6 +326,34 @@ impl Store {
             .into_iter()
             .map(|(sv, e)| Ok((sv, self.mapped_body(sv, &e)?)))
             .collect()
+    }
+
+    /// Bodies (labels with voxels in their own index) from `start` on, at most `number`, in
+    /// order, with their voxels if `sizes` (DVID's `listlabels`).
+    pub fn list_labels(
+        &self,
+        h: &DataHandle,
+        start: u64,
+        number: usize,
+        sizes: bool,
+    ) -> Result<Vec<(u64, u64)>> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.readable(h)?;
+        labelmap_only(&inst, "listlabels")?;
+        let mut out = Vec::new();
+        for (body, e) in self.meta_entries(&inst, &v, INDEX)?.range(start..) {
+            if out.len() == number {
+                break;
+            }
+            let voxels = match sizes {
+                false => 0,
+                true => LabelIndex::decode_bytes(&self.object(&e.object)?)
+                    .map_err(|e| StoreError::Corrupt(format!("label index of {body}: {e}")))?
+                    .voxels(None),
+            };
+            out.push((*body, voxels));
+        }
+        Ok(out)
     }
 
     /// The label index of a body, or `None` if it has no voxels at this version.

@@ -276,3 +276,92 @@ fn labelmap_edits_need_an_allotment_and_take_ids_from_a_grant() {
     };
     assert!(store.accept_label_grant(root, inst.data_uuid, bad).is_err());
 }
+
+#[test]
+fn labelmap_split_supervoxel_rewrites_its_blocks_and_keeps_its_body() {
+    let (store, _, h) = setup();
+    store.merge_bodies(&h, 1, &[2], &who()).unwrap();
+    let before = store.read_bodies(&h, whole(), false).unwrap();
+    // The first 4 voxels of each row of z = 0 in supervoxel 2's block (x 8..15).
+    let runs: Vec<[i32; 4]> = (0..8).map(|y| [8, y, 0, 4]).collect();
+    let s = store
+        .split_supervoxel(&h, 2, &runs, SplitIds::default(), &who())
+        .unwrap();
+    assert_eq!(
+        store.sizes(&h, &[s.split, s.remain], true).unwrap(),
+        vec![32, 480]
+    );
+    assert_eq!(
+        store.mapping(&h, &[2, s.split, s.remain], false).unwrap(),
+        vec![0, 1, 1]
+    );
+    assert_eq!(
+        store.sizes(&h, &[1], false).unwrap(),
+        vec![1024],
+        "the body keeps its voxels"
+    );
+    let svs = store
+        .labels_at(&h, &[[8, 0, 0], [12, 0, 0], [8, 0, 1]])
+        .unwrap();
+    assert_eq!(svs, vec![s.split, s.remain, s.remain]);
+    assert_eq!(store.read_bodies(&h, whole(), false).unwrap(), before);
+    let m = store.mutations(&h).unwrap();
+    assert_eq!(m.last().unwrap()["Action"], "split-supervoxel-complete");
+    assert_eq!(m.last().unwrap()["MutationID"], s.mutation);
+
+    // Refused, changing nothing: voxels not of the supervoxel, all of it, unknown ones, ids in use.
+    let version = store.mappings(&h).unwrap();
+    let bad = |sv: u64, runs: &[[i32; 4]], ids: SplitIds| {
+        store
+            .split_supervoxel(&h, sv, runs, ids, &who())
+            .unwrap_err()
+    };
+    let other = format!("is supervoxel {}", s.split);
+    assert!(
+        bad(s.remain, &[[8, 0, 0, 2]], SplitIds::default())
+            .to_string()
+            .contains(&other)
+    );
+    assert!(
+        bad(3, &[[8, 0, 0, 1]], SplitIds::default())
+            .to_string()
+            .contains("no voxels")
+    );
+    let all: Vec<[i32; 4]> = (8..16)
+        .flat_map(|z| (8..16).map(move |y| [0, y, z, 8]))
+        .collect();
+    assert!(
+        bad(7, &all, SplitIds::default())
+            .to_string()
+            .contains("nothing would remain")
+    );
+    assert!(matches!(
+        bad(99, &runs, SplitIds::default()),
+        StoreError::NotFound(_)
+    ));
+    assert!(
+        bad(2, &runs, SplitIds::default())
+            .to_string()
+            .contains("split before")
+    );
+    let taken = SplitIds {
+        split: Some(4),
+        remain: None,
+    };
+    assert!(
+        bad(3, &[[0, 8, 0, 1]], taken)
+            .to_string()
+            .contains("in use")
+    );
+    assert!(
+        bad(3, &[[0, 8, 0, 0]], SplitIds::default())
+            .to_string()
+            .contains("length 0")
+    );
+    assert_eq!(store.mappings(&h).unwrap(), version);
+    assert_eq!(store.sizes(&h, &[3], true).unwrap(), vec![512]);
+}
+
+fn whole() -> Subvolume {
+    Subvolume::new([0, 0, 0], [16, 16, 16]).unwrap()
+}
