@@ -72,6 +72,24 @@ fn p2p_labelmap_proofreading_moves_only_the_change_and_ids_never_collide() {
         lab.post_json(&at(&v1, "merge"), json!([body, noise]));
     }
     lab.commit(&v1);
+    // The diff names the bodies whose index changed, and no block (merges and cleaves move none).
+    let d = lab.get_json(&at(&root, &format!("diff/{v1}")));
+    let mut bodies: Vec<u64> = serde_json::from_value(d["bodies"].clone()).unwrap();
+    bodies.sort();
+    let mut want = vec![
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        68,
+        69,
+        70,
+        cleaved["CleavedLabel"].as_u64().unwrap(),
+    ];
+    want.sort();
+    assert_eq!((bodies, &d["blocks"]), (want, &json!([])), "{d}");
 
     // The partner pulls only the changed mapping, index and mutation entries, not the blocks.
     share(&lab, &root, &partner);

@@ -66,6 +66,7 @@ fn readme_examples_run_as_written_and_leave_clean_stores() {
     );
     for said in [
         "identical",
+        "both supervoxels are body 1",
         "the edit is on the server",
         "8 changed (0 added, 0 removed, 8 modified)",
     ] {

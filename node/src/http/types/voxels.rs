@@ -82,19 +82,22 @@ pub fn compression(inst: &Instance) -> String {
 
 /// The changed blocks, with their bounding boxes in blocks and in voxels.
 pub fn diff_fields(d: &VersionDiff, out: &mut Map<String, Value>) {
-    let blocks: Vec<Point> = d
+    // Block keys only: a labelmap's diff also holds mapping, index and mutation keys.
+    let changed: Vec<(Point, &str)> = d
         .changes
         .iter()
-        .filter_map(|c| dvid_store::geometry::block_from_key(&c.index))
+        .filter_map(|c| {
+            dvid_store::geometry::block_from_key(&c.index).map(|b| (b, c.change.name()))
+        })
         .collect();
     out.insert(
         "blocks".into(),
-        blocks
+        changed
             .iter()
-            .zip(&d.changes)
-            .map(|(b, c)| json!({"block": b, "change": c.change.name()}))
+            .map(|(b, change)| json!({"block": b, "change": change}))
             .collect(),
     );
+    let blocks: Vec<Point> = changed.iter().map(|(b, _)| *b).collect();
     let (Some(first), Ok(vox)) = (blocks.first(), d.instance.voxels()) else {
         return;
     };

@@ -29,6 +29,7 @@ use crate::store::{DataHandle, WorkingEntry};
 use crate::tree::{Entry, Scope};
 use crate::{ObjectId, Result, Store, StoreError, keys};
 use proto::{LabelIndex, SvCount, encode_block};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
 pub static LABELMAP: VoxelType = VoxelType {
@@ -445,43 +446,51 @@ impl Store {
         }
         let data = self.read_blocks(h, &blocks)?;
         drop(v);
-        let mut runs: Vec<[i32; 4]> = Vec::new();
         let [bx, by, bz] = bs.map(|s| s as usize);
-        let label_at = |row: &[u8], x: usize| {
-            u64::from_le_bytes(row[x * 8..x * 8 + 8].try_into().expect("8-byte labels"))
-        };
-        for (b, raw) in data {
-            let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
-            for z in 0..bz {
-                for y in 0..by {
-                    let (py, pz) = (origin[1] + y as i32, origin[2] + z as i32);
-                    if bounds.is_some_and(|(lo, hi)| {
-                        py < lo[1] || py > hi[1] || pz < lo[2] || pz > hi[2]
-                    }) {
-                        continue;
-                    }
-                    let row = &raw[(z * by + y) * bx * 8..][..bx * 8];
-                    let mut x = 0;
-                    while x < bx {
-                        let l = label_at(row, x);
-                        let start = x;
-                        while x < bx && label_at(row, x) == l {
-                            x += 1;
-                        }
-                        if !wanted.contains(&l) {
+        // Each block's runs on the rayon pool (as its blocks were read): the scan of every voxel
+        // is most of a sparse volume's time.
+        let per_block: Vec<Vec<[i32; 4]>> = data
+            .par_iter()
+            .map(|(b, raw)| {
+                let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
+                let mut runs = Vec::new();
+                let mut row = vec![0u64; bx];
+                for z in 0..bz {
+                    for y in 0..by {
+                        let (py, pz) = (origin[1] + y as i32, origin[2] + z as i32);
+                        if bounds.is_some_and(|(lo, hi)| {
+                            py < lo[1] || py > hi[1] || pz < lo[2] || pz > hi[2]
+                        }) {
                             continue;
                         }
-                        let (mut s, mut e) = (origin[0] + start as i32, origin[0] + x as i32 - 1);
-                        if let Some((lo, hi)) = bounds {
-                            (s, e) = (s.max(lo[0]), e.min(hi[0]));
+                        let bytes = &raw[(z * by + y) * bx * 8..][..bx * 8];
+                        for (l, c) in row.iter_mut().zip(bytes.chunks_exact(8)) {
+                            *l = u64::from_le_bytes(c.try_into().expect("8-byte labels"));
                         }
-                        if s <= e {
-                            runs.push([s, py, pz, e - s + 1]);
+                        let mut x = 0;
+                        while x < bx {
+                            let (l, start) = (row[x], x);
+                            while x < bx && row[x] == l {
+                                x += 1;
+                            }
+                            if !wanted.contains(&l) {
+                                continue;
+                            }
+                            let (mut s, mut e) =
+                                (origin[0] + start as i32, origin[0] + x as i32 - 1);
+                            if let Some((lo, hi)) = bounds {
+                                (s, e) = (s.max(lo[0]), e.min(hi[0]));
+                            }
+                            if s <= e {
+                                runs.push([s, py, pz, e - s + 1]);
+                            }
                         }
                     }
                 }
-            }
-        }
+                runs
+            })
+            .collect();
+        let mut runs: Vec<[i32; 4]> = per_block.into_iter().flatten().collect();
         // Sort z, y, x and join runs that meet across block edges.
         runs.sort_unstable_by_key(|r| [r[2], r[1], r[0]]);
         let mut joined: Vec<[i32; 4]> = Vec::with_capacity(runs.len());
