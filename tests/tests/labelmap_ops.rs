@@ -341,6 +341,17 @@ fn labelmap_split_mappings_listings_as_neuclease_calls_them() {
     let actions = n.get_json(&at("mutations"));
     assert_eq!(actions[1]["Action"], "split-supervoxel-complete");
     assert_eq!(actions[1]["User"], "ann");
+    // history: the records naming a label between two versions (here one).
+    let h = n.get_json(&at(&format!("history/2/{root}/{root}")));
+    assert_eq!(h, actions, "both the merge and the split name supervoxel 2");
+    assert_eq!(
+        n.get_json(&at(&format!("history/{split}/{root}/{root}"))),
+        json!([actions[1]])
+    );
+    assert_eq!(
+        n.get_json(&at(&format!("history/4/{root}/{root}"))),
+        json!([])
+    );
 
     // POST mappings (DVID's MappingOps): supervoxels 3 and 4 join body 5; their counts move.
     let ops = MappingOps {

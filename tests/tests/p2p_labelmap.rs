@@ -68,26 +68,18 @@ fn p2p_labelmap_proofreading_moves_only_the_change_and_ids_never_collide() {
     let at = |v: &str, p: &str| format!("/api/node/{v}/seg/{p}");
     lab.post_json(&at(&v1, "merge"), json!([1, 2, 3]));
     let cleaved = lab.post_json(&at(&v1, "cleave/1"), json!([3]));
+    let cleaved_away = cleaved["CleavedLabel"].as_u64().unwrap();
     for (body, noise) in [(4, 68), (5, 69), (6, 70)] {
         lab.post_json(&at(&v1, "merge"), json!([body, noise]));
     }
+    // A body across the middle: supervoxel 17 in block (0, 0, 1), 3 in block (2, 0, 0).
+    lab.post_json(&at(&v1, "merge"), json!([17, cleaved_away]));
     lab.commit(&v1);
     // The diff names the bodies whose index changed, and no block (merges and cleaves move none).
     let d = lab.get_json(&at(&root, &format!("diff/{v1}")));
     let mut bodies: Vec<u64> = serde_json::from_value(d["bodies"].clone()).unwrap();
     bodies.sort();
-    let mut want = vec![
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-        68,
-        69,
-        70,
-        cleaved["CleavedLabel"].as_u64().unwrap(),
-    ];
+    let mut want = vec![1, 2, 3, 4, 5, 6, 17, 68, 69, 70];
     want.sort();
     assert_eq!((bodies, &d["blocks"]), (want, &json!([])), "{d}");
 
@@ -108,13 +100,12 @@ fn p2p_labelmap_proofreading_moves_only_the_change_and_ids_never_collide() {
         "the edit's pull moved {bytes} bytes of the {full} of the whole"
     );
     // ...and reads the same bodies, voxels and indices.
-    let new_body = format!("index/{}", cleaved["CleavedLabel"]);
     for p in [
         "mappings",
         "supervoxels/1",
         "sparsevol/1",
         "index/1",
-        &new_body,
+        "index/17",
     ] {
         assert!(
             partner.get_bytes(&at(&v1, p)) == lab.get_bytes(&at(&v1, p)),
@@ -147,12 +138,24 @@ fn p2p_labelmap_proofreading_moves_only_the_change_and_ids_never_collide() {
     // The partner's ids stay JavaScript-safe numbers (below 2^53).
     assert!(*rb.end() < 1 << 53, "{rb:?}");
 
-    // A third node that pulls from the partner is granted part of the partner's range.
+    // A third node that pulls a region from the partner is granted part of the partner's range,
+    // and is told which bodies it holds only in part.
     let partner_addr = partner.p2p_addr();
     let third = Node::start_p2p(dc.path(), &["--peer", &partner_addr]);
     share(&partner, &root, &third);
     third.wait_offered(&v1);
-    pull(&third, &v1);
+    let region = json!({"uuid": v1, "region": {"offset": [0, 0, 0], "size": [64, 64, 64]}});
+    assert_eq!(third.pull(region)["state"], "done");
+    assert_eq!(third.get_json(&at(&v1, "partial-bodies")), json!([17]));
+    assert_eq!(partner.get_json(&at(&v1, "partial-bodies")), json!([]));
+    let r = third.get(&at(&v1, "sparsevol/17"));
+    assert_eq!(r.status(), 400, "voxels outside the region are not held");
+    assert!(r.text().unwrap().contains("outside the region"));
+    assert_eq!(
+        labels(&third, &at(&v1, "sizes"), json!([17])),
+        labels(&lab, &at(&v1, "sizes"), json!([17])),
+        "indices are whole"
+    );
     let on_third = third.new_version(&v1);
     let c = third.post_json(&at(&on_third, "cleave/6"), json!([70]));
     let ids = [&a, &b, &c].map(|r| r["CleavedLabel"].as_u64().unwrap());

@@ -69,6 +69,7 @@ impl TypeApi for LabelMap {
             .route("/indices", get(indices))
             .route("/indices-compressed", get(indices_compressed))
             .route("/listlabels", get(listlabels))
+            .route("/partial-bodies", get(partial_bodies))
             .route(
                 "/split-supervoxel/{label}",
                 post(labelmap_split::split_supervoxel),
@@ -82,6 +83,7 @@ impl TypeApi for LabelMap {
             .route("/merge", post(merge))
             .route("/cleave/{label}", post(cleave))
             .route("/mutations", get(mutations))
+            .route("/history/{label}/{from}/{to}", get(history))
     }
 
     fn help(&self) -> &'static [&'static str] {
@@ -491,6 +493,16 @@ async fn indices_compressed(
     Ok(voxels::octets(out))
 }
 
+/// On a region pull, the bodies only partly inside the held region (not a DVID endpoint).
+async fn partial_bodies(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(
+        blocking(move || s.store.partial_bodies(&h)).await?
+    )))
+}
+
 /// Most labels one `listlabels` answers, as DVID.
 const MAX_LISTED: usize = 10_000_000;
 
@@ -612,6 +624,27 @@ async fn cleave(
     Ok(Json(
         json!({ "CleavedLabel": c.label, "MutationID": c.mutation }),
     ))
+}
+
+/// The mutation records naming a label, from version `from` to version `to` (its own path's
+/// version must be one of them; DVID's order of the two UUIDs).
+async fn history(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    Path((label, from, to)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let label = label_arg(&label)?;
+    let uuid = |text: &str| {
+        s.store
+            .resolve(text)
+            .map(|v| v.uuid)
+            .map_err(|e| ApiError::bad_request(format!("version {text:?} in history: {e}")))
+    };
+    let (from, to) = (uuid(&from)?, uuid(&to)?);
+    let target = s.store.handle(&to.to_hex(), &h.instance.name)?;
+    Ok(Json(json!(
+        blocking(move || s.store.history(&target, label, from)).await?
+    )))
 }
 
 async fn mutations(

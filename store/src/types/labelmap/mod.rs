@@ -12,6 +12,7 @@
 //! moves the changed mapping and index entries, not the blocks. Nothing is replayed on open.
 
 mod edits;
+mod history;
 pub mod proto;
 pub mod ranges;
 mod remap;
@@ -353,6 +354,31 @@ impl Store {
                     .voxels(None),
             };
             out.push((*body, voxels));
+        }
+        Ok(out)
+    }
+
+    /// On a partial replica (a region pull), the bodies with voxels both inside and outside the
+    /// region this node holds: their indices, sizes and mappings are whole here, their voxels
+    /// are not. Empty when the version is held whole.
+    pub fn partial_bodies(&self, h: &DataHandle) -> Result<Vec<u64>> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.readable(h)?;
+        labelmap_only(&inst, "partial-bodies")?;
+        if v.replica.regions(&inst.name).is_none() {
+            return Ok(vec![]);
+        }
+        let scope = crate::store::held_scope(&v, &inst);
+        let held =
+            |code: &u64| scope.keeps(&crate::geometry::block_key(proto::decode_block(*code)));
+        let mut out = Vec::new();
+        for (body, e) in self.meta_entries(&inst, &v, INDEX)? {
+            let idx = LabelIndex::decode_bytes(&self.object(&e.object)?)
+                .map_err(|e| StoreError::Corrupt(format!("label index of {body}: {e}")))?;
+            let inside = idx.blocks.keys().filter(|c| held(c)).count();
+            if inside > 0 && inside < idx.blocks.len() {
+                out.push(body);
+            }
         }
         Ok(out)
     }
