@@ -99,6 +99,33 @@ fn labelmap_proofreading_calls_as_neuclease_makes_them() {
     assert_eq!(n.head(&at("sparsevol/2")).status(), 204);
     let size = n.get_json(&at("sparsevol-size/4"));
     assert_eq!(size["maxvoxel"], json!([63, 63, 31]));
+    // At scale 1 (level seg_1, 32³ voxels), in that level's voxels.
+    let d = n.post_json(&format!("{}?levels=1", at("downres")), json!({}));
+    assert_eq!(d["levels"][0]["name"], "seg_1", "{d}");
+    let scaled = n.get_bytes(&at("sparsevol/4?scale=1"));
+    let run = |i: usize| -> Vec<i32> {
+        (0..4)
+            .map(|k| i32::from_le_bytes(scaled[12 + 16 * i + 4 * k..][..4].try_into().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        u32::from_le_bytes(scaled[8..12].try_into().unwrap()),
+        16 * 16
+    );
+    assert_eq!(
+        (run(0), run(255)),
+        (vec![16, 16, 0, 16], vec![16, 31, 15, 16])
+    );
+    assert_eq!(n.get_json(&at("label/20_20_0?scale=1"))["Label"], 4);
+    assert_eq!(
+        n.get_json(&at("label/20_0_0?scale=1"))["Label"],
+        1,
+        "supervoxel 2 is body 1"
+    );
+    assert_eq!(
+        n.get_json(&at("label/20_0_0?scale=1&supervoxels=true"))["Label"],
+        2
+    );
 
     let c = n.post_json(&at("cleave/1"), json!([3]));
     assert_eq!(
@@ -148,7 +175,8 @@ fn labelmap_bad_input_is_a_4xx_with_a_message_and_changes_nothing() {
         ("GET", "index/42", "", 404, "no voxels"),
         ("GET", "sparsevol/42", "", 404, "no voxels"),
         ("GET", "sparsevol/1?format=blocks", "", 400, "rles"),
-        ("GET", "sparsevol/1?scale=2", "", 400, "scale 0"),
+        ("GET", "sparsevol/1?scale=2", "", 400, "downres"),
+        ("GET", "label/1_1_1?scale=x", "", 400, "level number"),
         ("GET", "mapping?nolookup=maybe", "[1]", 400, "true or false"),
         ("GET", "mappings?format=csv", "", 400, "binary"),
         ("GET", "raw/0_1_2/8_8_8/0_0_0?scale=3", "", 400, "downres"),

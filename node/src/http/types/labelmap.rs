@@ -154,16 +154,6 @@ impl LabelQuery {
             hi.map(|v| v.unwrap_or(i32::MAX)),
         ))
     }
-
-    /// Sparse volumes are served at scale 0 here.
-    fn scale_zero(&self) -> ApiResult<()> {
-        match self.scale.as_deref() {
-            None | Some("0") => Ok(()),
-            Some(s) => Err(ApiError::bad_request(format!(
-                "scale {s:?}: this node serves sparse volumes at scale 0 only"
-            ))),
-        }
-    }
 }
 
 /// A DVID boolean query flag: `true`/`on`/`1` or `false`/`off`/`0`.
@@ -211,9 +201,7 @@ async fn label(
     Query(q): Query<LabelQuery>,
 ) -> ApiResult<Json<Value>> {
     let p: [i32; 3] = triple(&point, "point")?;
-    q.scale_zero()?;
-    let svs = q.supervoxels()?;
-    let labels = blocking(move || s.store.labelmap_labels_at(&h, &[p], svs)).await?;
+    let labels = labels_at(s, &h, &q, vec![p]).await?;
     Ok(Json(json!({ "Label": labels[0] })))
 }
 
@@ -229,10 +217,26 @@ async fn labels(
             e.message
         ))
     })?;
-    q.scale_zero()?;
-    let svs = q.supervoxels()?;
-    let labels = blocking(move || s.store.labelmap_labels_at(&h, &points, svs)).await?;
-    Ok(Json(json!(labels)))
+    Ok(Json(json!(labels_at(s, &h, &q, points).await?)))
+}
+
+/// Labels at points of `?scale=k` (level `NAME_k`, in its voxels), bodies unless
+/// `?supervoxels=true`.
+async fn labels_at(
+    s: AppState,
+    h: &dvid_store::DataHandle,
+    q: &LabelQuery,
+    points: Vec<[i32; 3]>,
+) -> ApiResult<Vec<u64>> {
+    let src = super::raw::source_of(&s, h, q.scale.as_deref(), q.supervoxels.as_deref())?;
+    blocking(move || {
+        let svs = s.store.labels_at(&src.read, &points)?;
+        match &src.map {
+            Some(m) => s.store.map_labels(m, svs),
+            None => Ok(svs),
+        }
+    })
+    .await
 }
 
 async fn mapping(
@@ -337,7 +341,6 @@ async fn sparsevol(
 ) -> ApiResult<Response> {
     let label = label_arg(&label)?;
     let svs = q.supervoxels()?;
-    q.scale_zero()?;
     if method == Method::HEAD {
         let hh = h.clone();
         let idx = blocking(move || s.store.index_of_label(&hh, label, svs)).await?;
@@ -358,8 +361,18 @@ async fn sparsevol(
         }
     };
     let bounds = q.bounds();
+    // ?scale=k reads level NAME_k (its voxels are supervoxels); the index is the labelmap's.
+    let level = super::raw::source_of(&s, &h, q.scale.as_deref(), Some("true"))?.read;
+    let scale = q.scale.as_deref().map_or(Ok(0), |t| {
+        t.parse::<u32>()
+            .map_err(|_| ApiError::bad_request(format!("scale {t:?}: expected a level number")))
+    })?;
     let hh = h.clone();
-    let runs = blocking(move || s.store.sparsevol(&hh, label, svs, bounds)).await?;
+    let runs = blocking(move || {
+        s.store
+            .sparsevol_scaled(&hh, &level, scale, label, svs, bounds)
+    })
+    .await?;
     let runs = runs.ok_or_else(|| missing(label, svs, &h))?;
     Ok(voxels::octets(if srles {
         rle::runs(&runs)

@@ -451,6 +451,20 @@ impl Store {
         supervoxels: bool,
         bounds: Option<(Point, Point)>,
     ) -> Result<Option<Vec<[i32; 4]>>> {
+        self.sparsevol_scaled(h, h, 0, label, supervoxels, bounds)
+    }
+
+    /// [`Self::sparsevol`] at `scale`, from `level` (the labelmap's level `NAME_scale`, whose
+    /// voxels are supervoxels 2^scale times coarser): runs and bounds in that level's voxels.
+    pub fn sparsevol_scaled(
+        &self,
+        h: &DataHandle,
+        level: &DataHandle,
+        scale: u32,
+        label: u64,
+        supervoxels: bool,
+        bounds: Option<(Point, Point)>,
+    ) -> Result<Option<Vec<[i32; 4]>>> {
         let (v, inst, idx) = {
             let _gate = self.gate.read();
             let (v, inst) = self.readable(h)?;
@@ -466,11 +480,18 @@ impl Store {
             .values()
             .flat_map(|c| c.counts.keys().copied())
             .collect();
-        let mut blocks = idx.block_coords(None);
+        // A level's block holds 2^scale level-0 blocks along each axis.
+        let mut blocks: Vec<Point> = idx
+            .block_coords(None)
+            .into_iter()
+            .map(|b| b.map(|c| c >> scale))
+            .collect();
+        blocks.sort_unstable();
+        blocks.dedup();
         if let Some((lo, hi)) = bounds {
             blocks.retain(|b| (0..3).all(|a| b[a] * bs[a] <= hi[a] && (b[a] + 1) * bs[a] > lo[a]));
         }
-        let data = self.read_blocks(h, &blocks)?;
+        let data = self.read_blocks(level, &blocks)?;
         drop(v);
         let [bx, by, bz] = bs.map(|s| s as usize);
         // Each block's runs on the rayon pool (as its blocks were read): the scan of every voxel
