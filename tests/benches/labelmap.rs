@@ -1,6 +1,6 @@
 //! labelmap proofreading benchmark against real `dvid` processes (release build) on loopback:
 //! `cargo bench -p dvid-tests --bench labelmap` (add `-- --quick` for a 256³ volume and fewer
-//! mutations, `-- --open-only` for part 3 alone). Prints figures and ratios; asserts nothing about time.
+//! mutations, `-- --open-only` for part 3 alone, `-- --skip-open` for the rest). Prints figures and ratios; asserts nothing about time.
 //!
 //! A synthetic segmentation of 512³ voxels in 64³ blocks: supervoxels are 24³ cells (about
 //! 10^4), grouped 10 to a body (about 10^3 bodies) by merges.

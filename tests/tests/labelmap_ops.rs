@@ -521,3 +521,76 @@ fn labelmap_split_mappings_listings_as_neuclease_calls_them() {
         json!([32768])
     );
 }
+
+/// NeuTu's calls (its `ZDvidReader`/`ZDvidWriter` and cleave protocol, every URL with `u` and
+/// `app`): a click reads `label`, `lastmod` tells whether cached meshes are stale, a supervoxel
+/// is checked with `HEAD sparsevol?supervoxels=true` and loaded with `sparsevol` over a z range
+/// (`exact`), the body's size bounds a cleave, each cleaved group is one `cleave`, and a
+/// supervoxel split into several pieces is one `split-supervoxel` per piece on the remainder.
+#[test]
+fn labelmap_calls_as_neutu_makes_them() {
+    let (_d, n, root) = start();
+    let at = |p: &str| format!("/api/node/{root}/seg/{p}?u=neutu&app=NeuTu");
+    let and = |p: &str, q: &str| format!("/api/node/{root}/seg/{p}?{q}&u=neutu&app=NeuTu");
+    assert_eq!(n.get_json(&at("label/40_0_0"))["Label"], 2);
+    assert_eq!(n.post(&at("merge"), "[1, 2, 3, 4]").status(), 200);
+    let lastmod = n.get_json(&at("lastmod/1"));
+    for field in [
+        "mutation id",
+        "last mod user",
+        "last mod app",
+        "last mod time",
+    ] {
+        assert!(
+            !lastmod[field].is_null(),
+            "lastmod lacks {field:?}: {lastmod}"
+        );
+    }
+    assert_eq!(lastmod["last mod app"], "NeuTu");
+    assert_eq!(
+        n.head(&and("sparsevol/2", "supervoxels=true")).status(),
+        200
+    );
+    assert_eq!(
+        n.head(&and("sparsevol/99", "supervoxels=true")).status(),
+        204
+    );
+    let slab = n.get_bytes(&and("sparsevol/1", "minz=10&maxz=11&exact=false"));
+    let runs = u32::from_le_bytes(slab[8..12].try_into().unwrap());
+    assert_eq!(
+        runs,
+        2 * 64,
+        "two z planes of 64 rows, each one run across x"
+    );
+    let size = n.get_json(&at("size/1"))["voxels"].as_u64().unwrap();
+    assert_eq!(size, 4 * 32768);
+    // Cleave two groups off body 1, one POST each.
+    let g1 = n.post_json(&at("cleave/1"), json!([2]));
+    let g2 = n.post_json(&at("cleave/1"), json!([3, 4]));
+    assert!(g1["CleavedLabel"] != g2["CleavedLabel"] && g2["MutationID"].is_u64());
+    assert_eq!(
+        labels(
+            &n,
+            &at("sizes"),
+            json!([1, g1["CleavedLabel"], g2["CleavedLabel"]])
+        ),
+        json!([32768, 32768, 2 * 32768])
+    );
+    // Split supervoxel 5 into three pieces: each split is of what remained of the last.
+    let mut remainder = 5u64;
+    let mut pieces = Vec::new();
+    for z in [0, 1] {
+        let runs: Vec<[i32; 4]> = (0..32).map(|y| [0, y, 32 + z, 32]).collect();
+        let r = n.post(&at(&format!("split-supervoxel/{remainder}")), rles(&runs));
+        assert_eq!(r.status(), 200);
+        let s: Value = r.json().unwrap();
+        pieces.push(s["SplitSupervoxel"].as_u64().unwrap());
+        remainder = s["RemainSupervoxel"].as_u64().unwrap();
+    }
+    pieces.push(remainder);
+    assert_eq!(
+        labels(&n, &and("sizes", "supervoxels=true"), json!(pieces)),
+        json!([1024, 1024, 32768 - 2048])
+    );
+    assert_eq!(labels(&n, &at("mapping"), json!(pieces)), json!([5, 5, 5]));
+}

@@ -491,9 +491,42 @@ impl Store {
         if let Some((lo, hi)) = bounds {
             blocks.retain(|b| (0..3).all(|a| b[a] * bs[a] <= hi[a] && (b[a] + 1) * bs[a] > lo[a]));
         }
-        let data = self.read_blocks(level, &blocks)?;
-        drop(v);
         let [bx, by, bz] = bs.map(|s| s as usize);
+        // A full-resolution block whose every voxel is the label's (its index says so) needs no
+        // reading: each of its rows is one run.
+        let voxels = (bx * by * bz) as u64;
+        let whole: std::collections::HashSet<Point> = match scale {
+            0 => idx
+                .blocks
+                .iter()
+                .filter(|(_, c)| c.counts.values().map(|&n| u64::from(n)).sum::<u64>() == voxels)
+                .map(|(&code, _)| proto::decode_block(code))
+                .collect(),
+            _ => Default::default(),
+        };
+        let (whole_blocks, mixed): (Vec<Point>, Vec<Point>) =
+            blocks.into_iter().partition(|b| whole.contains(b));
+        let data = self.read_blocks(level, &mixed)?;
+        drop(v);
+        let mut full_runs = Vec::new();
+        for b in whole_blocks {
+            let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
+            for z in 0..bz as i32 {
+                for y in 0..by as i32 {
+                    let (py, pz) = (origin[1] + y, origin[2] + z);
+                    let (mut s, mut e) = (origin[0], origin[0] + bs[0] - 1);
+                    if let Some((lo, hi)) = bounds {
+                        if py < lo[1] || py > hi[1] || pz < lo[2] || pz > hi[2] {
+                            continue;
+                        }
+                        (s, e) = (s.max(lo[0]), e.min(hi[0]));
+                    }
+                    if s <= e {
+                        full_runs.push([s, py, pz, e - s + 1]);
+                    }
+                }
+            }
+        }
         // Each block's runs on the rayon pool (as its blocks were read): the scan of every voxel
         // is most of a sparse volume's time.
         let per_block: Vec<Vec<[i32; 4]>> = data
@@ -538,6 +571,7 @@ impl Store {
             })
             .collect();
         let mut runs: Vec<[i32; 4]> = per_block.into_iter().flatten().collect();
+        runs.extend(full_runs);
         // Sort z, y, x and join runs that meet across block edges.
         runs.sort_unstable_by_key(|r| [r[2], r[1], r[0]]);
         let mut joined: Vec<[i32; 4]> = Vec::with_capacity(runs.len());

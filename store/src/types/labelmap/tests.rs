@@ -365,3 +365,38 @@ fn labelmap_split_supervoxel_rewrites_its_blocks_and_keeps_its_body() {
 fn whole() -> Subvolume {
     Subvolume::new([0, 0, 0], [16, 16, 16]).unwrap()
 }
+
+/// Runs of `label` in a 16³ volume of labels, by brute force: what sparsevol must give.
+fn runs_of(vol: &[u64], label: u64) -> Vec<[i32; 4]> {
+    let mut out: Vec<[i32; 4]> = Vec::new();
+    for (i, &l) in vol.iter().enumerate() {
+        let (x, y, z) = ((i % 16) as i32, ((i / 16) % 16) as i32, (i / 256) as i32);
+        if l != label {
+            continue;
+        }
+        match out.last_mut() {
+            Some(r) if r[1] == y && r[2] == z && r[0] + r[3] == x => r[3] += 1,
+            _ => out.push([x, y, z, 1]),
+        }
+    }
+    out
+}
+
+#[test]
+fn labelmap_sparsevol_matches_the_voxels_in_whole_and_mixed_blocks() {
+    let (store, _, h) = setup();
+    // Supervoxel 9 in a few scattered voxels of block (0,0,0): it becomes mixed, the rest whole.
+    let sub = Subvolume::new([3, 2, 1], [3, 2, 1]).unwrap();
+    store
+        .write_subvolume(&h, sub, &[9u64; 6].map(u64::to_le_bytes).concat())
+        .unwrap();
+    store.merge_bodies(&h, 2, &[1, 9], &who()).unwrap();
+    let vol = store.read_bodies(&h, whole(), false).unwrap();
+    for body in [2, 3, 8] {
+        let got = store.sparsevol(&h, body, false, None).unwrap().unwrap();
+        assert_eq!(got, runs_of(&vol, body), "body {body}");
+    }
+    let svs = store.read_bodies(&h, whole(), true).unwrap();
+    let got = store.sparsevol(&h, 9, true, None).unwrap().unwrap();
+    assert_eq!(got, runs_of(&svs, 9));
+}
