@@ -62,11 +62,9 @@ fn main() {
     incremental_pull(&n, &root, &v, cells);
     assert!(n.stop(), "the node stops cleanly");
     sparsevol_limit(dir.path(), &v, http_sparsevol);
-    open_after_mutations(if quick {
-        &[1_000, 10_000]
-    } else {
-        &[1_000, 10_000, 100_000, 1_000_000]
-    });
+    if !std::env::args().any(|a| a == "--skip-open") {
+        open_after_mutations(counts);
+    }
 }
 
 /// Supervoxel ids of one 64-voxel slab: 1 + the cell's index.
