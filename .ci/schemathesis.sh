@@ -47,7 +47,7 @@ done
 [ -n "$ADDR" ] || { echo "dvid did not report its HTTP address" >&2; exit 1; }
 echo "dvid listening on $ADDR"
 
-# Seed real objects, and write the schemathesis config that points generated UUIDs, instance names and
+# Seed real objects (a labelmap too, for its proofreading endpoints), and write the schemathesis config that points generated UUIDs, instance names and
 # keys at them most of the time (the rest stays random, to reach the 4xx paths).
 "$PY" - "$ADDR" "$WORK/schemathesis.toml" <<'EOF'
 import json, random, sys, urllib.request
@@ -70,6 +70,10 @@ root = call("POST", "/repos", {"alias": "fuzz", "description": "schemathesis see
 call("POST", f"/repo/{root}/instance", {"typename": "uint8blk", "dataname": "gray", "BlockSize": "16,16,16"})
 call("POST", f"/repo/{root}/instance", {"typename": "labelblk", "dataname": "seg", "BlockSize": "16,16,16", "Compression": "zstd"})
 call("POST", f"/repo/{root}/instance", {"typename": "keyvalue", "dataname": "kv"})
+# A labelmap: supervoxels 1 (x < 16) and 2 (x >= 16), each its own body, in 16^3 blocks.
+call("POST", f"/repo/{root}/instance", {"typename": "labelmap", "dataname": "lm", "BlockSize": "16,16,16"})
+row = (1).to_bytes(8, "little") * 16 + (2).to_bytes(8, "little") * 16
+call("POST", f"/node/{root}/lm/raw/0_1_2/32_16_16/0_0_0", row * 16 * 16)
 call("POST", f"/node/{root}/gray/raw/0_1_2/40_30_20/-5_0_3", noise(40 * 30 * 20))
 call("POST", f"/node/{root}/seg/raw/0_1_2/16_16_16/0_0_0", noise(16 * 16 * 16 * 8))
 for k in ["a", "b", "greeting"]:
@@ -104,11 +108,11 @@ values = {values([mutable, root, locked])}
 [dictionaries.locked]
 values = {values(locked_versions)}
 [dictionaries.instances]
-values = {values(["gray", "seg", "kv"])}
+values = {values(["gray", "seg", "kv", "lm"])}
 [dictionaries.voxels]
-values = {values(["gray", "seg"])}
+values = {values(["gray", "seg", "lm"])}
 [dictionaries.labels]
-values = {values(["seg"])}
+values = {values(["seg", "lm"])}
 [dictionaries.kv]
 values = {values(["kv"])}
 [dictionaries.keys]
@@ -141,7 +145,7 @@ parameters = {{ "path.uuid" = {bind("uuids", 0.7)}, "path.data" = {bind("labels"
 include-path-regex = "/(key|keys|keyrange)(/|$)"
 parameters = {{ "path.uuid" = {bind("uuids", 0.7)}, "path.data" = {bind("kv", 0.8)}, "path.key" = {bind("keys", 0.5)}, "path.from" = {bind("keys", 0.5)}, "path.to" = {bind("keys", 0.5)} }}
 """)
-print(f"seeded repo {root}: versions {', '.join(uuids + [mutable])}; instances gray (uint8blk), seg (labelblk), kv (keyvalue)")
+print(f"seeded repo {root}: versions {', '.join(uuids + [mutable])}; instances gray (uint8blk), seg (labelblk), kv (keyvalue), lm (labelmap)")
 EOF
 
 # Every check but two. positive_data_acceptance: a valid request may still be refused for the state it

@@ -249,6 +249,18 @@ impl Store {
         let mut bodies: HashMap<u64, u64> = HashMap::new();
         let mut per_body: BTreeMap<u64, Vec<(u64, u64, u32)>> = BTreeMap::new();
         for c in changes {
+            if c.block
+                .iter()
+                .any(|v| v.unsigned_abs() > proto::MAX_BLOCK_COORD as u32)
+            {
+                return Err(StoreError::BadRequest(format!(
+                    "block {:?} of {:?} is beyond the ±{} blocks a label index can name (DVID's \
+                     block index): write labelmap voxels nearer the origin",
+                    c.block,
+                    inst.name,
+                    proto::MAX_BLOCK_COORD
+                )));
+            }
             let code = encode_block(c.block);
             let svs = c.before.keys().chain(c.after.keys());
             let mut seen = std::collections::HashSet::new();

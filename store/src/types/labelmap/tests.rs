@@ -400,3 +400,36 @@ fn labelmap_sparsevol_matches_the_voxels_in_whole_and_mixed_blocks() {
     let got = store.sparsevol(&h, 9, true, None).unwrap().unwrap();
     assert_eq!(got, runs_of(&svs, 9));
 }
+
+#[test]
+fn labelmap_split_refuses_runs_far_outside_quickly() {
+    // Each is refused at the first block outside the supervoxel: walking the 2^28 blocks such a
+    // run crosses would take minutes and gigabytes.
+    let (store, _, h) = setup();
+    for run in [
+        [i32::MIN, 0, 0, i32::MAX],
+        [i32::MAX - 3, 0, 0, 4],
+        [0, i32::MAX, i32::MIN, 7],
+    ] {
+        let e = store
+            .split_supervoxel(&h, 1, &[run], SplitIds::default(), &who())
+            .unwrap_err();
+        assert!(matches!(e, StoreError::BadRequest(_)), "{run:?}: {e}");
+    }
+}
+
+#[test]
+fn labelmap_refuses_blocks_its_index_cannot_name() {
+    let (store, _, h) = setup();
+    let far = 8 * (proto::MAX_BLOCK_COORD + 1);
+    let sub = Subvolume::new([far, 0, 0], [1, 1, 1]).unwrap();
+    let e = store
+        .write_subvolume(&h, sub, &7u64.to_le_bytes())
+        .unwrap_err();
+    assert!(e.to_string().contains("label index can name"), "{e}");
+    assert_eq!(
+        store.label_index(&h, 7).unwrap().unwrap().voxels(None),
+        512,
+        "unchanged"
+    );
+}
