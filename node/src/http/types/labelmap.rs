@@ -229,14 +229,7 @@ async fn labels_at(
     points: Vec<[i32; 3]>,
 ) -> ApiResult<Vec<u64>> {
     let src = super::raw::source_of(&s, h, q.scale.as_deref(), q.supervoxels.as_deref())?;
-    blocking(move || {
-        let svs = s.store.labels_at(&src.read, &points)?;
-        match &src.map {
-            Some(m) => s.store.map_labels(m, svs),
-            None => Ok(svs),
-        }
-    })
-    .await
+    blocking(move || src.to_bodies(&s, s.store.labels_at(&src.read, &points)?)).await
 }
 
 async fn mapping(

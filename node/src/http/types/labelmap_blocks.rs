@@ -118,10 +118,7 @@ async fn stream(
                 .chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte labels")))
                 .collect();
-            let labels = match &src.map {
-                Some(m) => s.store.map_labels(m, svs)?,
-                None => svs,
-            };
+            let labels = src.to_bodies(&s, svs)?;
             let bytes = || {
                 labels
                     .iter()

@@ -86,7 +86,12 @@ pub(super) fn source_of(
 
 impl Source {
     pub fn labels(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u64>> {
-        let labels = s.store.read_labels(&self.read, sub)?;
+        self.to_bodies(s, s.store.read_labels(&self.read, sub)?)
+    }
+
+    /// Labels read from `read` as the caller asked for them: bodies through the labelmap's
+    /// mapping, or as they are.
+    pub fn to_bodies(&self, s: &AppState, labels: Vec<u64>) -> dvid_store::Result<Vec<u64>> {
         match &self.map {
             Some(m) => s.store.map_labels(m, labels),
             None => Ok(labels),

@@ -649,20 +649,6 @@ impl Store {
         Ok(max)
     }
 
-    /// Labels at points (bodies, or supervoxels with `supervoxels`); 0 where never written.
-    pub fn labelmap_labels_at(
-        &self,
-        h: &DataHandle,
-        points: &[Point],
-        supervoxels: bool,
-    ) -> Result<Vec<u64>> {
-        let svs = self.labels_at(h, points)?;
-        if supervoxels {
-            return Ok(svs);
-        }
-        self.map_labels(h, svs)
-    }
-
     /// Supervoxels to bodies, each distinct id looked up once.
     pub fn map_labels(&self, h: &DataHandle, mut labels: Vec<u64>) -> Result<Vec<u64>> {
         let _gate = self.gate.read();
