@@ -257,6 +257,18 @@ impl Catalog {
         Ok(seen.into_iter().collect())
     }
 
+    /// `id` and every version that descends from it (through `children`).
+    pub fn descendants(&self, id: u32) -> Result<Vec<u32>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![id];
+        while let Some(v) = stack.pop() {
+            if seen.insert(v) {
+                stack.extend(self.version(v)?.children.iter().copied());
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+
     /// The versions of a branch (`master` names the root's unnamed branch), from its leaf back to
     /// the repo's root along first parents, with the other parents of merges listed before the
     /// parent ascended (DVID's order). Empty if no version of the repo is on the branch.

@@ -435,7 +435,7 @@ impl Store {
             (lo, std::array::from_fn(|a| lo[a] + bs[a] - 1))
         };
         let Some(covered) = blocks.iter().map(|(b, _)| voxel_box(*b)).reduce(cover) else {
-            return self.write_working(inst, v, meta.objects, meta.entries, meta.extra);
+            return self.write_meta(inst, v, meta);
         };
         let encoded = blocks
             .into_par_iter()

@@ -337,13 +337,8 @@ impl Store {
                 "MergedVoxels": merged_voxels,
             });
             write.put_mutation(mutation, record, v, who);
-            self.write_working(
-                inst,
-                v,
-                write.objects,
-                write.entries,
-                vec![Self::allotment_op(inst, &a)],
-            )?;
+            write.extra.push(Self::allotment_op(inst, &a));
+            self.write_meta(inst, v, write)?;
             Ok(mutation)
         })
     }
@@ -368,70 +363,67 @@ impl Store {
             ));
         }
         self.editing(h, "cleave", |inst, v| {
-        let mut remain = self.index_at(inst, v, body)?.ok_or_else(|| {
-            StoreError::BadRequest(format!("body {body} has no voxels at version {}", v.uuid))
-        })?;
-        let own: BTreeSet<u64> = remain.supervoxels().into_iter().collect();
-        let strangers: Vec<String> = cleaved.difference(&own).map(|sv| sv.to_string()).collect();
-        if !strangers.is_empty() {
-            return Err(StoreError::BadRequest(format!(
-                "supervoxels {} are not in body {body}",
-                strangers.join(", ")
-            )));
-        }
-        if cleaved.len() == own.len() {
-            return Err(StoreError::BadRequest(format!(
-                "cleaving every supervoxel of body {body} would leave it empty: leave at least one"
-            )));
-        }
-        let mut a = self.allotment_for_edits(inst)?;
-        let label = self.take_labels(inst, v, &mut a, 1)?;
-        let mutation = Self::take_mutation(inst, &mut a)?;
-        let mut split = super::LabelIndex {
-            label,
-            ..Default::default()
-        };
-        remain.blocks.retain(|&code, counts| {
-            let moved: Vec<(u64, u32)> = counts
-                .counts
-                .iter()
-                .filter(|(sv, _)| cleaved.contains(sv))
-                .map(|(&sv, &n)| (sv, n))
-                .collect();
-            if !moved.is_empty() {
-                let block = split.blocks.entry(code).or_default();
-                for (sv, n) in moved {
-                    counts.counts.remove(&sv);
-                    block.counts.insert(sv, n);
-                }
+            let mut remain = self.index_at(inst, v, body)?.ok_or_else(|| {
+                StoreError::BadRequest(format!("body {body} has no voxels at version {}", v.uuid))
+            })?;
+            let own: BTreeSet<u64> = remain.supervoxels().into_iter().collect();
+            let strangers: Vec<String> =
+                cleaved.difference(&own).map(|sv| sv.to_string()).collect();
+            if !strangers.is_empty() {
+                return Err(StoreError::BadRequest(format!(
+                    "supervoxels {} are not in body {body}",
+                    strangers.join(", ")
+                )));
             }
-            !counts.counts.is_empty()
-        });
-        stamp(&mut remain, mutation, who);
-        stamp(&mut split, mutation, who);
-        let mut write = MetaWrite::default();
-        for &sv in &cleaved {
-            write.put_mapping(sv, label);
-        }
-        write.put_index(body, &remain);
-        write.put_index(label, &split);
-        let record = json!({
-            "Action": "cleave-complete",
-            "OrigLabel": body,
-            "CleavedLabel": label,
-            "CleavedSupervoxels": cleaved,
-            "CleavedSize": split.voxels(None),
-            "RemainSize": remain.voxels(None),
-        });
-        write.put_mutation(mutation, record, v, who);
-        self.write_working(
-            inst,
-            v,
-            write.objects,
-            write.entries,
-            vec![Self::allotment_op(inst, &a)],
-        )?;
-        Ok(Cleaved { label, mutation })
+            if cleaved.len() == own.len() {
+                return Err(StoreError::BadRequest(format!(
+                    "cleaving every supervoxel of body {body} would leave it empty: leave at \
+                     least one"
+                )));
+            }
+            let mut a = self.allotment_for_edits(inst)?;
+            let label = self.take_labels(inst, v, &mut a, 1)?;
+            let mutation = Self::take_mutation(inst, &mut a)?;
+            let mut split = super::LabelIndex {
+                label,
+                ..Default::default()
+            };
+            remain.blocks.retain(|&code, counts| {
+                let moved: Vec<(u64, u32)> = counts
+                    .counts
+                    .iter()
+                    .filter(|(sv, _)| cleaved.contains(sv))
+                    .map(|(&sv, &n)| (sv, n))
+                    .collect();
+                if !moved.is_empty() {
+                    let block = split.blocks.entry(code).or_default();
+                    for (sv, n) in moved {
+                        counts.counts.remove(&sv);
+                        block.counts.insert(sv, n);
+                    }
+                }
+                !counts.counts.is_empty()
+            });
+            stamp(&mut remain, mutation, who);
+            stamp(&mut split, mutation, who);
+            let mut write = MetaWrite::default();
+            for &sv in &cleaved {
+                write.put_mapping(sv, label);
+            }
+            write.put_index(body, &remain);
+            write.put_index(label, &split);
+            let record = json!({
+                "Action": "cleave-complete",
+                "OrigLabel": body,
+                "CleavedLabel": label,
+                "CleavedSupervoxels": cleaved,
+                "CleavedSize": split.voxels(None),
+                "RemainSize": remain.voxels(None),
+            });
+            write.put_mutation(mutation, record, v, who);
+            write.extra.push(Self::allotment_op(inst, &a));
+            self.write_meta(inst, v, write)?;
+            Ok(Cleaved { label, mutation })
         })
     }
 

@@ -46,24 +46,22 @@ impl Store {
                 v.uuid
             )));
         }
-        // The versions on the way: ancestors of the target that descend from `from`.
-        let mut between = Vec::new();
-        for id in ancestors {
-            if c.ancestors(id)?.contains(&from_id) {
-                between.push((id, c.version(id)?.uuid.to_string()));
-            }
+        // The versions on the way (ancestors of the target that descend from `from`), oldest
+        // first, by their place in that order.
+        let after: std::collections::BTreeSet<u32> = c.descendants(from_id)?.into_iter().collect();
+        let mut place = std::collections::HashMap::new();
+        for id in ancestors.into_iter().filter(|id| after.contains(id)) {
+            place.insert(c.version(id)?.uuid.to_string(), place.len());
         }
         drop(c);
-        let records = self.mutation_records(&inst, &v)?;
-        let mut out = Vec::new();
-        for (_, uuid) in &between {
-            out.extend(
-                records
-                    .iter()
-                    .filter(|r| r["UUID"] == uuid.as_str() && names(r, label))
-                    .cloned(),
-            );
-        }
+        let at = |r: &Value| r["UUID"].as_str().and_then(|u| place.get(u)).copied();
+        let mut out: Vec<Value> = self
+            .mutation_records(&inst, &v)?
+            .into_iter()
+            .filter(|r| at(r).is_some() && names(r, label))
+            .collect();
+        // Stable: each version's records stay in the order made.
+        out.sort_by_key(|r| at(r));
         Ok(out)
     }
 }

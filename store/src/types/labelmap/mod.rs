@@ -115,6 +115,14 @@ pub(crate) struct MetaWrite {
     pub extra: Vec<crate::engine::BatchOp>,
 }
 
+impl Store {
+    /// Stores one change to a labelmap's metadata at a mutable version, in one write. Called under
+    /// the instance's lock.
+    pub(crate) fn write_meta(&self, inst: &Instance, v: &Version, write: MetaWrite) -> Result<()> {
+        self.write_working(inst, v, write.objects, write.entries, write.extra)
+    }
+}
+
 impl MetaWrite {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         let id = ObjectId::of(&value);

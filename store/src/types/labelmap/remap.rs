@@ -85,7 +85,7 @@ impl Store {
             for (body, idx) in &indices {
                 write.put_index(*body, idx);
             }
-            self.write_working(inst, v, write.objects, write.entries, write.extra)?;
+            self.write_meta(inst, v, write)?;
             Ok(moved)
         })
     }
