@@ -8,7 +8,8 @@
 //! per chunk against raw, and the ratio to the limit (the goal is at least 0.5). Each figure is the
 //! best of three passes; each HTTP pass is followed by a limit pass over a copy of the data dir,
 //! so a ratio compares figures taken in the same minutes of this shared machine.
-//! Run: `cargo bench -p dvid-tests --bench neuroglancer` (N = 1024; `-- --quick` for N = 512).
+//! Run: `cargo bench -p dvid-tests --bench neuroglancer` (N = 1024; `-- --quick` for N = 512;
+//! `-- --only googlegzip` for the passes whose name holds that text).
 
 use dvid_store::{Store, Subvolume};
 use dvid_tests::load::percentile;
@@ -30,6 +31,8 @@ const RUNS: usize = 3;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only TEXT` runs just the passes whose name contains TEXT (for profiling one of them).
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let n: usize = if quick { 512 } else { 1024 };
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &[]);
@@ -164,6 +167,9 @@ fn main() {
         ),
     ];
     for (what, urls, raw_bytes, limit_what, job) in &passes {
+        if only.as_ref().is_some_and(|o| !what.contains(o.as_str())) {
+            continue;
+        }
         let (mut best, mut limit) = (None::<Run>, 0.0f64);
         for _ in 0..RUNS {
             let r = http_run(urls);
