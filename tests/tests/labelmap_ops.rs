@@ -174,7 +174,7 @@ fn labelmap_bad_input_is_a_4xx_with_a_message_and_changes_nothing() {
         ("GET", "supervoxels/42", "", 404, "no voxels"),
         ("GET", "index/42", "", 404, "no voxels"),
         ("GET", "sparsevol/42", "", 404, "no voxels"),
-        ("GET", "sparsevol/1?format=blocks", "", 400, "rles"),
+        ("GET", "sparsevol/1?format=zip", "", 400, "rles"),
         ("GET", "sparsevol/1?scale=2", "", 400, "downres"),
         ("GET", "label/1_1_1?scale=x", "", 400, "level number"),
         ("GET", "mapping?nolookup=maybe", "[1]", 400, "true or false"),
@@ -593,4 +593,85 @@ fn labelmap_calls_as_neutu_makes_them() {
         json!([1024, 1024, 32768 - 2048])
     );
     assert_eq!(labels(&n, &at("mapping"), json!(pieces)), json!([5, 5, 5]));
+
+    // NeuTu loads bodies as `format=blocks`: the same voxels as the RLEs, a whole block flagged
+    // whole, bounds choosing whole blocks.
+    let blocks = |q: &str| block_voxels(&n.get_bytes(&and("sparsevol/5", q)));
+    let (whole, count) = blocks("format=blocks");
+    assert_eq!((whole, count.len()), (1, 32768));
+    let piece = format!("sparsevol/{}", pieces[0]);
+    let (whole, voxels) =
+        block_voxels(&n.get_bytes(&and(&piece, "format=blocks&supervoxels=true")));
+    assert_eq!(whole, 0);
+    assert_eq!(
+        voxels,
+        rle_voxels(&n.get_bytes(&and(&piece, "supervoxels=true")))
+    );
+    assert_eq!(voxels.len(), 1024);
+    let bounded = |q: &str| block_voxels(&n.get_bytes(&and("sparsevol/1", q))).1;
+    assert_eq!(bounded("format=blocks&minz=10&maxz=11").len(), 32768);
+    assert_eq!(
+        bounded("format=blocks&minz=10&maxz=11"),
+        rle_voxels(&n.get_bytes(&and("sparsevol/1", "minz=0&maxz=31")))
+    );
+}
+
+/// How many blocks a `sparsevol?format=blocks` body flags whole, and its voxels, read as NeuTu
+/// reads them.
+fn block_voxels(b: &[u8]) -> (usize, std::collections::BTreeSet<[i32; 3]>) {
+    let i32_at = |at: usize| i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let subs = [0, 4, 8].map(i32_at);
+    let (mut at, mut whole, mut voxels) = (20, 0, std::collections::BTreeSet::new());
+    while at < b.len() {
+        let origin = [at, at + 4, at + 8].map(i32_at);
+        let flag = b[at + 12];
+        at += 13;
+        let mut sub_flags = Vec::new();
+        for sz in 0..subs[2] {
+            for sy in 0..subs[1] {
+                for sx in 0..subs[0] {
+                    let f = if flag == 1 { 1 } else { b[at] };
+                    if flag != 1 {
+                        at += 1;
+                    }
+                    let mask = (f == 2).then(|| &b[at..at + 64]);
+                    if f == 2 {
+                        at += 64;
+                    }
+                    sub_flags.push(f);
+                    for i in 0..512usize {
+                        if f == 1 || mask.is_some_and(|m| m[i / 8] >> (i % 8) & 1 == 1) {
+                            let (x, y, z) = ((i % 8) as i32, (i / 8 % 8) as i32, (i / 64) as i32);
+                            voxels.insert([
+                                origin[0] + sx * 8 + x,
+                                origin[1] + sy * 8 + y,
+                                origin[2] + sz * 8 + z,
+                            ]);
+                        }
+                    }
+                }
+            }
+        }
+        whole += usize::from(flag == 1);
+        assert!(
+            flag == 1 || sub_flags.iter().any(|&f| f != 0),
+            "a block without voxels"
+        );
+    }
+    (whole, voxels)
+}
+
+/// The voxels of DVID's RLEs (12-byte header, then x, y, z, length).
+fn rle_voxels(b: &[u8]) -> std::collections::BTreeSet<[i32; 3]> {
+    let mut voxels = std::collections::BTreeSet::new();
+    for r in b[12..].chunks_exact(16) {
+        let v: Vec<i32> = r
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        for x in v[0]..v[0] + v[3] {
+            voxels.insert([x, v[1], v[2]]);
+        }
+    }
+    voxels
 }

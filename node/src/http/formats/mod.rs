@@ -6,6 +6,7 @@
 pub mod compressed_segmentation;
 pub mod label_block;
 pub mod rle;
+pub mod sparse_blocks;
 
 use crate::http::{ApiError, ApiResult};
 use flate2::Compression;

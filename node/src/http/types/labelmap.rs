@@ -4,7 +4,7 @@
 //! request and response formats.
 
 use super::{Target, TypeApi, labelmap_blocks, labelmap_split, voxels};
-use crate::http::formats::rle;
+use crate::http::formats::{self, rle};
 use crate::http::params::{json_list, triple};
 use crate::http::{ApiError, ApiResult, AppState, blocking};
 use axum::body::Bytes;
@@ -344,12 +344,13 @@ async fn sparsevol(
         }
         .into_response());
     }
-    let srles = match q.format.as_deref() {
-        None | Some("rles") => false,
-        Some("srles") => true,
+    let (srles, blocks) = match q.format.as_deref() {
+        None | Some("rles") => (false, false),
+        Some("srles") => (true, false),
+        Some("blocks") => (false, true),
         Some(f) => {
             return Err(ApiError::bad_request(format!(
-                "format {f:?}: sparsevol comes as rles (the default) or srles"
+                "format {f:?}: sparsevol comes as rles (the default), srles or blocks"
             )));
         }
     };
@@ -361,6 +362,14 @@ async fn sparsevol(
             .map_err(|_| ApiError::bad_request(format!("scale {t:?}: expected a level number")))
     })?;
     let hh = h.clone();
+    if blocks {
+        // DVID's blocks form: bounds choose whole blocks.
+        let body =
+            blocking(move || s.store.body_blocks(&hh, &level, scale, label, svs, bounds)).await?;
+        let body = body.ok_or_else(|| missing(label, svs, &h))?;
+        let bytes = formats::sparse_blocks::encode(label, &body).map_err(ApiError::bad_request)?;
+        return Ok(voxels::octets(bytes));
+    }
     let runs = blocking(move || {
         s.store
             .sparsevol_scaled(&hh, &level, scale, label, svs, bounds)

@@ -31,7 +31,7 @@ use crate::tree::{Entry, Scope};
 use crate::{ObjectId, Result, Store, StoreError, keys};
 use proto::{LabelIndex, SvCount, encode_block};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub static LABELMAP: VoxelType = VoxelType {
     name: "labelmap",
@@ -113,6 +113,16 @@ pub(crate) struct MetaWrite {
     pub objects: Vec<(ObjectId, Vec<u8>)>,
     pub entries: Vec<(Vec<u8>, WorkingEntry)>,
     pub extra: Vec<crate::engine::BatchOp>,
+}
+
+/// A label's blocks at one level (see [`Store::body_blocks`]).
+pub struct BodyBlocks {
+    pub block_size: Point,
+    /// The supervoxels whose voxels are the label's.
+    pub wanted: HashSet<u64>,
+    /// Sorted z, y, x: `None` for a block wholly the label's (known from its index, not read),
+    /// else the block's stored little-endian labels.
+    pub blocks: Vec<(Point, Option<Vec<u8>>)>,
 }
 
 impl Store {
@@ -474,6 +484,79 @@ impl Store {
         self.sparsevol_scaled(h, h, 0, label, supervoxels, bounds)
     }
 
+    /// The blocks a label's voxels are in at `scale`, read from `level` (the labelmap's level
+    /// `NAME_scale`, whose voxels are supervoxels 2^scale times coarser), sorted z, y, x; only
+    /// blocks touching the inclusive voxel `bounds` if given. `None` if the label has no voxels
+    /// at this version. A full-resolution block that its index says is wholly the label's is not
+    /// read. For sparse volumes in any of their formats.
+    pub fn body_blocks(
+        &self,
+        h: &DataHandle,
+        level: &DataHandle,
+        scale: u32,
+        label: u64,
+        supervoxels: bool,
+        bounds: Option<(Point, Point)>,
+    ) -> Result<Option<BodyBlocks>> {
+        let (v, inst, idx) = {
+            let _gate = self.gate.read();
+            let (v, inst) = self.readable(h)?;
+            labelmap_only(&inst, "sparsevol")?;
+            match self.narrowed_index(&inst, &v, label, supervoxels)? {
+                None => return Ok(None),
+                Some(idx) => (v, inst, idx),
+            }
+        };
+        let bs = inst.voxels()?.block_size();
+        let wanted: HashSet<u64> = idx
+            .blocks
+            .values()
+            .flat_map(|c| c.counts.keys().copied())
+            .collect();
+        // A level's block holds 2^scale level-0 blocks along each axis.
+        let mut blocks: Vec<Point> = idx
+            .block_coords(None)
+            .into_iter()
+            .map(|b| b.map(|c| c >> scale))
+            .collect();
+        blocks.sort_unstable_by_key(|b| [b[2], b[1], b[0]]);
+        blocks.dedup();
+        if let Some((lo, hi)) = bounds {
+            blocks.retain(|b| (0..3).all(|a| b[a] * bs[a] <= hi[a] && (b[a] + 1) * bs[a] > lo[a]));
+        }
+        let voxels = bs.iter().map(|&s| s as u64).product::<u64>();
+        let whole: HashSet<Point> = match scale {
+            0 => idx
+                .blocks
+                .iter()
+                .filter(|(_, c)| c.counts.values().map(|&n| u64::from(n)).sum::<u64>() == voxels)
+                .map(|(&code, _)| proto::decode_block(code))
+                .collect(),
+            _ => Default::default(),
+        };
+        let mixed: Vec<Point> = blocks
+            .iter()
+            .filter(|b| !whole.contains(*b))
+            .copied()
+            .collect();
+        let mut data: HashMap<Point, Vec<u8>> =
+            self.read_blocks(level, &mixed)?.into_iter().collect();
+        drop(v);
+        let blocks = blocks
+            .into_iter()
+            .filter_map(|b| match whole.contains(&b) {
+                true => Some((b, None)),
+                // A block the index lists but the level lacks holds none of the label.
+                false => data.remove(&b).map(|d| (b, Some(d))),
+            })
+            .collect();
+        Ok(Some(BodyBlocks {
+            block_size: bs,
+            wanted,
+            blocks,
+        }))
+    }
+
     /// [`Self::sparsevol`] at `scale`, from `level` (the labelmap's level `NAME_scale`, whose
     /// voxels are supervoxels 2^scale times coarser): runs and bounds in that level's voxels.
     pub fn sparsevol_scaled(
@@ -485,49 +568,23 @@ impl Store {
         supervoxels: bool,
         bounds: Option<(Point, Point)>,
     ) -> Result<Option<Vec<[i32; 4]>>> {
-        let (v, inst, idx) = {
-            let _gate = self.gate.read();
-            let (v, inst) = self.readable(h)?;
-            labelmap_only(&inst, "sparsevol")?;
-            match self.narrowed_index(&inst, &v, label, supervoxels)? {
-                None => return Ok(None),
-                Some(idx) => (v, inst, idx),
-            }
+        let Some(body) = self.body_blocks(h, level, scale, label, supervoxels, bounds)? else {
+            return Ok(None);
         };
-        let bs = inst.voxels()?.block_size();
-        let wanted: std::collections::HashSet<u64> = idx
-            .blocks
-            .values()
-            .flat_map(|c| c.counts.keys().copied())
-            .collect();
-        // A level's block holds 2^scale level-0 blocks along each axis.
-        let mut blocks: Vec<Point> = idx
-            .block_coords(None)
+        let BodyBlocks {
+            block_size: bs,
+            wanted,
+            blocks,
+        } = body;
+        let (whole_blocks, data): (Vec<_>, Vec<_>) =
+            blocks.into_iter().partition(|(_, d)| d.is_none());
+        let whole_blocks = whole_blocks.into_iter().map(|(b, _)| b);
+        let data: Vec<(Point, Vec<u8>)> = data
             .into_iter()
-            .map(|b| b.map(|c| c >> scale))
+            .filter_map(|(b, d)| Some((b, d?)))
             .collect();
-        blocks.sort_unstable();
-        blocks.dedup();
-        if let Some((lo, hi)) = bounds {
-            blocks.retain(|b| (0..3).all(|a| b[a] * bs[a] <= hi[a] && (b[a] + 1) * bs[a] > lo[a]));
-        }
         let [bx, by, bz] = bs.map(|s| s as usize);
-        // A full-resolution block whose every voxel is the label's (its index says so) needs no
-        // reading: each of its rows is one run.
-        let voxels = (bx * by * bz) as u64;
-        let whole: std::collections::HashSet<Point> = match scale {
-            0 => idx
-                .blocks
-                .iter()
-                .filter(|(_, c)| c.counts.values().map(|&n| u64::from(n)).sum::<u64>() == voxels)
-                .map(|(&code, _)| proto::decode_block(code))
-                .collect(),
-            _ => Default::default(),
-        };
-        let (whole_blocks, mixed): (Vec<Point>, Vec<Point>) =
-            blocks.into_iter().partition(|b| whole.contains(b));
-        let data = self.read_blocks(level, &mixed)?;
-        drop(v);
+        // A block wholly the label's: each of its rows is one run.
         let mut full_runs = Vec::new();
         for b in whole_blocks {
             let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
