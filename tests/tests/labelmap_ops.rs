@@ -675,3 +675,223 @@ fn rle_voxels(b: &[u8]) -> std::collections::BTreeSet<[i32; 3]> {
     }
     voxels
 }
+
+#[test]
+fn labelmap_body_split_renumber_and_stored_indices() {
+    let (_d, n, root) = start();
+    let at = |p: &str| format!("/api/node/{root}/seg/{p}");
+    n.post_json(&at("merge"), json!([1, 2]));
+
+    // split: rows y 0..3 of z = 0, x 28..35, across supervoxels 1 (x < 32) and 2 (x ≥ 32).
+    let runs: Vec<[i32; 4]> = (0..4).map(|y| [28, y, 0, 8]).collect();
+    let r = n.post(&format!("{}?u=ann", at("split/1")), rles(&runs));
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().unwrap();
+    let (new, mutation) = (s["label"].as_u64().unwrap(), &s["MutationID"]);
+    assert!(new > 8, "{s}");
+    assert_eq!(
+        labels(&n, &at("mapping"), json!([1, 2])),
+        json!([0, 0]),
+        "split supervoxels leave the mapping"
+    );
+    assert_eq!(
+        labels(&n, &at("sizes"), json!([1, new])),
+        json!([2 * 32768 - 32, 32])
+    );
+    let want: std::collections::BTreeSet<[i32; 3]> = runs
+        .iter()
+        .flat_map(|&[x, y, z, l]| (x..x + l).map(move |x| [x, y, z]))
+        .collect();
+    assert_eq!(
+        rle_voxels(&n.get_bytes(&at(&format!("sparsevol/{new}")))),
+        want
+    );
+    assert_eq!(n.get_json(&at("label/28_0_0"))["Label"], new);
+    assert_eq!(n.get_json(&at("label/28_4_0"))["Label"], 1);
+    assert_eq!(n.get_json(&at("label/35_3_0"))["Label"], new);
+
+    // Each touched supervoxel split in two: split half in the new body, remain in body 1.
+    let new_svs = n.get_json(&at(&format!("supervoxels/{new}")));
+    let old_svs = n.get_json(&at("supervoxels/1"));
+    assert_eq!(
+        (
+            new_svs.as_array().unwrap().len(),
+            old_svs.as_array().unwrap().len()
+        ),
+        (2, 2)
+    );
+    let record = n.get_json(&at("mutations"))[1].clone();
+    assert_eq!(record["Action"], "split-complete");
+    assert_eq!(record["User"], "ann");
+    assert_eq!(
+        (
+            &record["Target"],
+            &record["NewLabel"],
+            &record["SplitSize"],
+            &record["RemainSize"]
+        ),
+        (&json!(1), &json!(new), &json!(32), &json!(2 * 32768 - 32))
+    );
+    let sv_split = |sv: &str| {
+        let h = &record["SVSplits"][sv];
+        [h["Split"].as_u64().unwrap(), h["Remain"].as_u64().unwrap()]
+    };
+    let ([s1, r1], [s2, r2]) = (sv_split("1"), sv_split("2"));
+    assert_eq!(new_svs, json!([s1, s2]));
+    assert_eq!(old_svs, json!([r1, r2]));
+    assert_eq!(
+        labels(
+            &n,
+            &format!("{}?supervoxels=true", at("sizes")),
+            json!([s1, r1, s2, r2])
+        ),
+        json!([16, 32768 - 16, 16, 32768 - 16])
+    );
+    assert_eq!(
+        n.get_json(&at("supervoxel-splits")),
+        json!([root, [[mutation, 1, r1, s1], [mutation, 2, r2, s2]]])
+    );
+    assert_eq!(
+        n.get_json(&at(&format!("history/{new}/{root}/{root}"))),
+        json!([record])
+    );
+
+    // Bad splits: a 4xx with a message, and nothing changed.
+    let before = n.get_bytes(&at("mappings"));
+    let all_of_4: Vec<[i32; 4]> = (0..32)
+        .flat_map(|z| (0..32).map(move |y| [32, y + 32, z, 32]))
+        .collect();
+    let cases: &[(&str, Vec<u8>, u16, &str)] = &[
+        ("split/4", rles(&all_of_4), 400, "nothing would remain"),
+        ("split/1", rles(&[[28, 0, 0, 1]]), 400, "not in body 1"),
+        (
+            "split/1",
+            rles(&[[0, 40, 0, 1]]),
+            400,
+            "where body 1 has no voxels",
+        ),
+        (
+            "split/99",
+            rles(&[[0, 0, 0, 1]]),
+            404,
+            "body 99 has no voxels",
+        ),
+        ("split/0", rles(&[[0, 0, 0, 1]]), 400, "background"),
+        ("split/1", rles(&[]), 400, "no voxels"),
+        ("split/1", vec![0, 3, 0], 400, "12-byte header"),
+    ];
+    for (path, body, status, want) in cases {
+        let r = n.post(&at(path), body.clone());
+        assert_eq!(r.status().as_u16(), *status, "{path}");
+        let text = r.text().unwrap();
+        assert!(text.contains(want), "{path}: {text:?} lacks {want:?}");
+    }
+    assert_eq!(
+        n.get_bytes(&at("mappings")),
+        before,
+        "refused splits changed the mapping"
+    );
+    assert_eq!(labels(&n, &at("sizes"), json!([4])), json!([32768]));
+
+    // renumber: pairs [new, old]; each its own mutation; a failing pair stops the rest.
+    let r = n.post(
+        &format!("{}?u=ann", at("renumber")),
+        json!([100, 4, 200, 5]).to_string(),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(labels(&n, &at("mapping"), json!([4, 5])), json!([100, 200]));
+    assert_eq!(labels(&n, &at("sizes"), json!([100, 4])), json!([32768, 0]));
+    assert_eq!(n.get(&at("index/4")).status(), 404);
+    let actions = n.get_json(&at("mutations"));
+    let last = &actions[actions.as_array().unwrap().len() - 1];
+    assert_eq!(
+        (&last["Action"], &last["NewLabel"], &last["OrigLabel"]),
+        (&json!("renumber-complete"), &json!(200), &json!(5))
+    );
+    for (body, want) in [
+        (json!([300]), "pairs"),
+        (json!([]), "pairs"),
+        (json!([7, 6]), "label 7 is in use"),
+        (json!([4, 6]), "label 4 is in use"),
+        (json!([300, 99]), "body 99 has no voxels"),
+        (json!([300, 6, 8, 7]), "1 pairs before it were renumbered"),
+    ] {
+        let r = n.post(&at("renumber"), body.to_string());
+        assert_eq!(r.status(), 400, "{body}");
+        let text = r.text().unwrap();
+        assert!(text.contains(want), "{body}: {text:?} lacks {want:?}");
+    }
+    assert_eq!(
+        labels(&n, &at("mapping"), json!([6, 7, 8])),
+        json!([300, 7, 8]),
+        "the pair before the failing one stays renumbered"
+    );
+
+    // POST index / indices: what GET index answers stores back; an empty index deletes.
+    let eight = n.get_bytes(&at("index/8"));
+    assert_eq!(n.post(&at("index/8"), eight.clone()).status(), 200);
+    assert_eq!(n.get_bytes(&at("index/8")), eight);
+    let empty = LabelIndex {
+        label: 8,
+        ..Default::default()
+    };
+    assert_eq!(n.post(&at("index/8"), empty.encode_to_vec()).status(), 200);
+    assert_eq!(n.get(&at("index/8")).status(), 404);
+    let both = LabelIndices {
+        indices: vec![LabelIndex::decode(&eight[..]).unwrap(), {
+            let mut i = LabelIndex::decode(&eight[..]).unwrap();
+            i.label = 500;
+            i
+        }],
+    };
+    assert_eq!(n.post(&at("indices"), both.encode_to_vec()).status(), 200);
+    assert_eq!(n.get_bytes(&at("index/8")), eight);
+    assert_eq!(labels(&n, &at("sizes"), json!([500])), json!([32768]));
+
+    let bad_block = {
+        let mut i = LabelIndex::decode(&eight[..]).unwrap();
+        let counts = i.blocks.values().next().unwrap().clone();
+        i.blocks.insert(1 << 63, counts);
+        i
+    };
+    let zero_count = {
+        let mut i = LabelIndex::decode(&eight[..]).unwrap();
+        i.blocks.values_mut().next().unwrap().counts.insert(8, 0);
+        i
+    };
+    let label_0 = LabelIndex {
+        label: 0,
+        ..LabelIndex::decode(&eight[..]).unwrap()
+    };
+    let twice = LabelIndices {
+        indices: vec![empty.clone(), empty.clone()],
+    };
+    let cases: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "index/8",
+            b"\xff\xff\xff".to_vec(),
+            "not a LabelIndex protobuf",
+        ),
+        ("index/9", eight.clone(), "posted to index/9"),
+        ("index/8", bad_block.encode_to_vec(), "names no block"),
+        ("index/8", zero_count.encode_to_vec(), "with 0 voxels"),
+        ("index/0", label_0.encode_to_vec(), "label 0"),
+        (
+            "indices",
+            b"\xff\xff\xff".to_vec(),
+            "not a LabelIndices protobuf",
+        ),
+        ("indices", twice.encode_to_vec(), "two indices"),
+    ];
+    for (path, body, want) in cases {
+        let r = n.post(&at(path), body.clone());
+        assert_eq!(r.status(), 400, "{path}");
+        let text = r.text().unwrap();
+        assert!(text.contains(want), "{path}: {text:?} lacks {want:?}");
+    }
+    assert_eq!(
+        n.get_bytes(&at("index/8")),
+        eight,
+        "refused indices changed an index"
+    );
+}

@@ -3,7 +3,7 @@
 //! mapping, indices, sizes, sparse volumes, merge, cleave, labels and mutations, with DVID's
 //! request and response formats.
 
-use super::{Target, TypeApi, labelmap_blocks, labelmap_split, voxels};
+use super::{Target, TypeApi, labelmap_blocks, labelmap_indices, labelmap_split, voxels};
 use crate::http::formats::{self, rle};
 use crate::http::params::{json_list, triple};
 use crate::http::{ApiError, ApiResult, AppState, blocking};
@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dvid_store::Instance;
 use dvid_store::diff::VersionDiff;
-use dvid_store::types::labelmap::proto::{LabelIndex, LabelIndices, MappingOps};
+use dvid_store::types::labelmap::proto::MappingOps;
 use dvid_store::types::labelmap::{Editor, body_of_key};
 use prost::Message;
 use serde::Deserialize;
@@ -65,9 +65,18 @@ impl TypeApi for LabelMap {
             .route("/sparsevol/{label}", get(sparsevol).head(sparsevol))
             .route("/sparsevol-size/{label}", get(sparsevol_size))
             .route("/sparsevol-coarse/{label}", get(sparsevol_coarse))
-            .route("/index/{label}", get(index))
-            .route("/indices", get(indices))
-            .route("/indices-compressed", get(indices_compressed))
+            .route(
+                "/index/{label}",
+                get(labelmap_indices::index).post(labelmap_indices::post_index),
+            )
+            .route(
+                "/indices",
+                get(labelmap_indices::indices).post(labelmap_indices::post_indices),
+            )
+            .route(
+                "/indices-compressed",
+                get(labelmap_indices::indices_compressed),
+            )
             .route("/listlabels", get(listlabels))
             .route("/partial-bodies", get(partial_bodies))
             .route(
@@ -82,6 +91,8 @@ impl TypeApi for LabelMap {
             .route("/set-nextlabel/{label}", post(set_nextlabel))
             .route("/merge", post(merge))
             .route("/cleave/{label}", post(cleave))
+            .route("/split/{label}", post(labelmap_split::split_body))
+            .route("/renumber", post(renumber))
             .route("/mutations", get(mutations))
             .route("/history/{label}/{from}/{to}", get(history))
     }
@@ -180,13 +191,13 @@ pub(super) fn label_arg(text: &str) -> ApiResult<u64> {
     }
 }
 
-fn labels_body(body: &[u8], what: &str) -> ApiResult<Vec<u64>> {
+pub(super) fn labels_body(body: &[u8], what: &str) -> ApiResult<Vec<u64>> {
     json_list(body).map_err(|e| {
         ApiError::bad_request(format!("{what} needs a JSON list of labels: {}", e.message))
     })
 }
 
-fn missing(label: u64, supervoxels: bool, h: &dvid_store::DataHandle) -> ApiError {
+pub(super) fn missing(label: u64, supervoxels: bool, h: &dvid_store::DataHandle) -> ApiError {
     let what = if supervoxels { "supervoxel" } else { "body" };
     ApiError::not_found(format!(
         "{what} {label} has no voxels in {:?} at version {}",
@@ -430,84 +441,6 @@ async fn sparsevol_coarse(
     Ok(voxels::octets(rle::encode(&runs)))
 }
 
-/// A body's label index as DVID's `LabelIndex` protobuf.
-async fn index(
-    State(s): State<AppState>,
-    Extension(Target(h)): Extension<Target>,
-    Path(label): Path<String>,
-) -> ApiResult<Response> {
-    let body = label_arg(&label)?;
-    let hh = h.clone();
-    let idx = blocking(move || s.store.label_index(&hh, body)).await?;
-    let idx = idx.ok_or_else(|| missing(body, false, &h))?;
-    Ok(voxels::octets(idx.encode_to_vec()))
-}
-
-/// Label indices of the bodies listed (JSON body) as DVID's `LabelIndices`, in the order asked;
-/// a body without voxels answers an index with only its label.
-async fn indices(
-    State(s): State<AppState>,
-    Extension(Target(h)): Extension<Target>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let bodies = labels_body(&body, "indices")?;
-    let out = blocking(move || {
-        let indices = bodies
-            .iter()
-            .map(|&b| {
-                Ok(s.store.label_index(&h, b)?.unwrap_or_else(|| LabelIndex {
-                    label: b,
-                    ..Default::default()
-                }))
-            })
-            .collect::<dvid_store::Result<_>>()?;
-        Ok(LabelIndices { indices })
-    })
-    .await?;
-    Ok(voxels::octets(out.encode_to_vec()))
-}
-
-/// Most labels one `indices-compressed` answers, as DVID.
-const MAX_COMPRESSED_INDICES: usize = 50_000;
-
-/// Label indices as DVID stores them: for each label asked, `u64 length, u64 label` and that
-/// many bytes: `0x80` (lz4), the u32 size of the `LabelIndex` protobuf, one LZ4 block of it.
-/// Length 0 for a label without voxels.
-async fn indices_compressed(
-    State(s): State<AppState>,
-    Extension(Target(h)): Extension<Target>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let labels = labels_body(&body, "indices-compressed")?;
-    if labels.len() > MAX_COMPRESSED_INDICES {
-        return Err(ApiError::bad_request(format!(
-            "{} labels asked: indices-compressed answers at most {MAX_COMPRESSED_INDICES}",
-            labels.len()
-        )));
-    }
-    let out = blocking(move || {
-        let mut out = Vec::new();
-        for label in labels {
-            let stored = match s.store.label_index(&h, label)? {
-                None => vec![],
-                Some(idx) => {
-                    let pb = idx.encode_to_vec();
-                    let mut v = vec![0x80];
-                    v.extend_from_slice(&(pb.len() as u32).to_le_bytes());
-                    v.extend_from_slice(&crate::http::formats::lz4(&pb));
-                    v
-                }
-            };
-            out.extend_from_slice(&(stored.len() as u64).to_le_bytes());
-            out.extend_from_slice(&label.to_le_bytes());
-            out.extend_from_slice(&stored);
-        }
-        Ok(out)
-    })
-    .await?;
-    Ok(voxels::octets(out))
-}
-
 /// On a region pull, the bodies only partly inside the held region (not a DVID endpoint).
 async fn partial_bodies(
     State(s): State<AppState>,
@@ -639,6 +572,39 @@ async fn cleave(
     Ok(Json(
         json!({ "CleavedLabel": c.label, "MutationID": c.mutation }),
     ))
+}
+
+/// `[new, old, new, old, ...]`: each body `old` takes label `new`, one mutation per pair, in
+/// order. A pair that fails stops the rest; the pairs before it stay renumbered, as in DVID, and
+/// the message says how many.
+async fn renumber(
+    State(s): State<AppState>,
+    Extension(Target(h)): Extension<Target>,
+    Query(q): Query<LabelQuery>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let labels = labels_body(&body, "renumber")?;
+    if labels.is_empty() || labels.len() % 2 != 0 {
+        return Err(ApiError::bad_request(format!(
+            "renumber needs a JSON list of pairs [new, old, new, old, ...]: got {} labels",
+            labels.len()
+        )));
+    }
+    let who = q.editor();
+    blocking(move || {
+        for (done, pair) in labels.chunks_exact(2).enumerate() {
+            if let Err(e) = s.store.renumber_body(&h, pair[0], pair[1], &who) {
+                let mut e = ApiError::from(e);
+                e.message = format!(
+                    "renumbering body {} to {}: {} ({done} pairs before it were renumbered)",
+                    pair[1], pair[0], e.message
+                );
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(StatusCode::OK))
+    })
+    .await?
 }
 
 /// The mutation records naming a label, from version `from` to version `to` (its own path's

@@ -6,6 +6,7 @@ mod keyvalue;
 mod labelblk;
 mod labelmap;
 mod labelmap_blocks;
+mod labelmap_indices;
 mod labelmap_split;
 mod raw;
 mod uint8blk;

@@ -8,8 +8,9 @@ use crate::{Result, Store, StoreError};
 use serde_json::Value;
 
 /// The fields of a mutation record that name labels.
-const LABEL_FIELDS: [&str; 9] = [
+const LABEL_FIELDS: [&str; 10] = [
     "Target",
+    "NewLabel",
     "Body",
     "Labels",
     "OrigLabel",

@@ -13,14 +13,18 @@
 
 mod edits;
 mod history;
+mod indices;
 pub mod proto;
 pub mod ranges;
 mod remap;
+mod renumber;
 mod split;
+mod split_body;
 
 pub use edits::{Cleaved, Editor};
 pub use ranges::{Allotment, Grant};
 pub use split::{SplitIds, SupervoxelSplit};
+pub use split_body::BodySplit;
 
 use super::VoxelType;
 use crate::catalog::{Instance, Version};

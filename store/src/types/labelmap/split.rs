@@ -30,11 +30,11 @@ pub struct SplitIds {
 /// Runs along x (`x, y, z, length`) cut at block edges: per block, `(y, z, x0, x1)` inclusive.
 /// Refuses a run into a block outside `held` (where the supervoxel has no voxels) as soon as it
 /// meets one, so a run of 2^31 voxels costs no more than the blocks it really crosses.
-fn runs_by_block(
+pub(super) fn runs_by_block(
     runs: &[[i32; 4]],
     bs: Point,
     held: &HashSet<Point>,
-    sv: u64,
+    owner: &str,
 ) -> Result<HashMap<Point, Vec<[i32; 4]>>> {
     let mut out: HashMap<Point, Vec<[i32; 4]>> = HashMap::new();
     for &[x, y, z, len] in runs {
@@ -53,8 +53,8 @@ fn runs_by_block(
             let hi = lo.saturating_add(bs[0] - 1);
             if !held.contains(&b) {
                 return Err(StoreError::BadRequest(format!(
-                    "the split names voxel ({}, {y}, {z}) in block {b:?}, where supervoxel {sv} \
-                     has no voxels: every voxel of a split must be the supervoxel's",
+                    "the split names voxel ({}, {y}, {z}) in block {b:?}, where {owner} has no \
+                     voxels: a split names only voxels of {owner}",
                     x.max(lo)
                 )));
             }
@@ -112,7 +112,8 @@ impl Store {
                 .filter(|(_, c)| c.counts.contains_key(&sv))
                 .map(|(&code, _)| decode_block(code))
                 .collect();
-            let pieces = runs_by_block(runs, bs, &held.iter().copied().collect(), sv)?;
+            let held_set = held.iter().copied().collect();
+            let pieces = runs_by_block(runs, bs, &held_set, &format!("supervoxel {sv}"))?;
 
             // New ids: given ones must be unused at this version; the rest are new labels.
             let mut a = self.allotment_for_edits(inst)?;
@@ -144,11 +145,7 @@ impl Store {
             let mut blocks = Vec::with_capacity(held.len());
             let [sx, sy, _] = bs.map(|n| n as usize);
             for b in held {
-                let mut raw = self.block_at(inst, v, b)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "body {body}'s index lists block {b:?}, which is missing"
-                    ))
-                })?;
+                let mut raw = self.read_listed_block(inst, v, body, b)?;
                 let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
                 let mut n_split = 0u32;
                 for &[y, z, x0, x1] in pieces.get(&b).into_iter().flatten() {
@@ -225,7 +222,12 @@ impl Store {
     }
 
     /// True if `id` is a body or a supervoxel at the version (it has an index or a mapping).
-    fn label_in_use(&self, inst: &crate::Instance, v: &crate::Version, id: u64) -> Result<bool> {
+    pub(super) fn label_in_use(
+        &self,
+        inst: &crate::Instance,
+        v: &crate::Version,
+        id: u64,
+    ) -> Result<bool> {
         Ok(self.lookup(inst, v, &meta_key(INDEX, id))?.is_some()
             || self
                 .lookup(inst, v, &meta_key(super::MAPPING, id))?
@@ -241,16 +243,29 @@ impl Store {
         labelmap_only(&inst, "supervoxel-splits")?;
         let mut by_version: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in self.mutation_records(&inst, &v)? {
+            let uuid = r["UUID"].as_str().unwrap_or_default().to_string();
+            let splits = by_version.entry(uuid).or_default();
             if r["Action"] == "split-supervoxel-complete" {
-                let uuid = r["UUID"].as_str().unwrap_or_default().to_string();
-                by_version.entry(uuid).or_default().push(json!([
+                splits.push(json!([
                     r["MutationID"],
                     r["Supervoxel"],
                     r["RemainSupervoxel"],
                     r["SplitSupervoxel"]
                 ]));
+            } else if r["Action"] == "split-complete" {
+                // A body split splits every supervoxel it touches.
+                for (sv, halves) in r["SVSplits"].as_object().into_iter().flatten() {
+                    let sv: u64 = sv.parse().unwrap_or_default();
+                    splits.push(json!([
+                        r["MutationID"],
+                        sv,
+                        halves["Remain"],
+                        halves["Split"]
+                    ]));
+                }
             }
         }
+        by_version.retain(|_, splits| !splits.is_empty());
         let c = self.catalog.read();
         let mut out = Vec::new();
         for id in c.ancestors(v.id)?.into_iter().rev() {
