@@ -571,7 +571,7 @@ impl Encoded {
 const PARALLEL_READ_BLOCKS: usize = 32;
 
 /// `f` over `blocks`, in order: on the rayon pool for large reads, on this thread for small ones.
-fn map_blocks<R: Send>(
+pub(crate) fn map_blocks<R: Send>(
     blocks: &[Point],
     f: impl Fn(Point) -> Result<R> + Sync + Send,
 ) -> Result<Vec<R>> {

@@ -10,50 +10,61 @@
 //!
 //! A label with no voxels in the blocks asked for gives an empty body, as DVID's does.
 
-use dvid_store::types::labelmap::BodyBlocks;
+use dvid_store::Point;
+use dvid_store::types::labelmap::BodyBlock;
 
 const SUB: usize = 8;
 const ALL: u8 = 1;
 const MIXED: u8 = 2;
 
-/// Encodes `body` as `label`'s sparse volume; `Err` if its blocks are not made of 8³ sub-blocks.
-pub fn encode(label: u64, body: &BodyBlocks) -> Result<Vec<u8>, String> {
-    let bs = body.block_size.map(|s| s as usize);
-    if bs.iter().any(|s| s % SUB != 0) {
+/// Refuses blocks that are not made of 8³ sub-blocks.
+pub fn check_block_size(bs: Point) -> Result<(), String> {
+    if bs.iter().any(|&s| !(s as usize).is_multiple_of(SUB)) {
         return Err(format!(
             "format=blocks cuts blocks into 8x8x8 sub-blocks; this instance's blocks are {}x{}x{}",
             bs[0], bs[1], bs[2]
         ));
     }
-    let subs = bs.map(|s| s / SUB);
+    Ok(())
+}
+
+/// The sparse volume of `label` from its blocks' records ([`block_record`]), in the blocks'
+/// order: empty if no block holds any of its voxels.
+pub fn encode(label: u64, bs: Point, records: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut records = Vec::new();
-    for (b, raw) in &body.blocks {
-        let flag = match raw {
-            None => ALL,
-            Some(raw) => {
-                records.clear();
-                match mixed_block(raw, bs, subs, body, &mut records) {
-                    None => continue,
-                    Some(flag) => flag,
-                }
-            }
-        };
+    for r in records {
         if out.is_empty() {
-            for n in subs {
-                out.extend_from_slice(&(n as u32).to_le_bytes());
+            for s in bs {
+                out.extend_from_slice(&(s as u32 / SUB as u32).to_le_bytes());
             }
             out.extend_from_slice(&label.to_le_bytes());
         }
-        for (c, size) in b.iter().zip(body.block_size) {
-            out.extend_from_slice(&(c * size).to_le_bytes());
-        }
-        out.push(flag);
-        if flag == MIXED {
-            out.extend_from_slice(&records);
+        out.extend_from_slice(&r);
+    }
+    out
+}
+
+/// One block's record (its first voxel, its flag, its sub-blocks if mixed), or `None` if none
+/// of its voxels are the label's. The block size must have passed [`check_block_size`].
+pub fn block_record(b: &BodyBlock) -> Option<Vec<u8>> {
+    let bs = b.block_size.map(|s| s as usize);
+    let subs = bs.map(|s| s / SUB);
+    let mut out = Vec::with_capacity(13);
+    for (c, size) in b.at.iter().zip(b.block_size) {
+        out.extend_from_slice(&(c * size).to_le_bytes());
+    }
+    match b.labels {
+        None => out.push(ALL),
+        Some(raw) => {
+            out.push(0);
+            let flag = mixed_block(raw, bs, subs, b.wanted, &mut out)?;
+            out[12] = flag;
+            if flag == ALL {
+                out.truncate(13);
+            }
         }
     }
-    Ok(out)
+    Some(out)
 }
 
 /// The sub-block records of a read block into `records`, and the block's flag: `None` if none of
@@ -62,14 +73,14 @@ fn mixed_block(
     raw: &[u8],
     bs: [usize; 3],
     subs: [usize; 3],
-    body: &BodyBlocks,
+    wanted: &rustc_hash::FxHashSet<u64>,
     records: &mut Vec<u8>,
 ) -> Option<u8> {
     let mut last: Option<(u64, bool)> = None;
     let mut is_wanted = |l: u64| match last {
         Some((prev, w)) if prev == l => w,
         _ => {
-            let w = body.wanted.contains(&l);
+            let w = wanted.contains(&l);
             last = Some((l, w));
             w
         }
@@ -123,7 +134,26 @@ fn mixed_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
+    use rustc_hash::FxHashSet;
+
+    /// The sparse volume of `label` in `blocks`, as the handler encodes it.
+    fn encode_blocks(
+        label: u64,
+        block_size: Point,
+        wanted: &[u64],
+        blocks: &[(Point, Option<Vec<u8>>)],
+    ) -> Vec<u8> {
+        let wanted = FxHashSet::from_iter(wanted.iter().copied());
+        let records = blocks.iter().filter_map(|(at, raw)| {
+            block_record(&BodyBlock {
+                at: *at,
+                block_size,
+                wanted: &wanted,
+                labels: raw.as_deref(),
+            })
+        });
+        encode(label, block_size, records)
+    }
 
     fn labels_bytes(labels: &[u64]) -> Vec<u8> {
         labels.iter().flat_map(|l| l.to_le_bytes()).collect()
@@ -143,12 +173,12 @@ mod tests {
             }
         }
         labels[(3 * h + 2) * w + 1] = 7;
-        let body = BodyBlocks {
-            block_size: [16, 8, 8],
-            wanted: HashSet::from([7]),
-            blocks: vec![([1, 0, 0], Some(labels_bytes(&labels))), ([0, 1, 0], None)],
-        };
-        let out = encode(42, &body).unwrap();
+        let out = encode_blocks(
+            42,
+            [16, 8, 8],
+            &[7],
+            &[([1, 0, 0], Some(labels_bytes(&labels))), ([0, 1, 0], None)],
+        );
         let mut want = Vec::new();
         for v in [2u32, 1, 1] {
             want.extend_from_slice(&v.to_le_bytes());
@@ -173,32 +203,16 @@ mod tests {
 
     #[test]
     fn blocks_without_the_label_are_left_out_and_none_gives_an_empty_body() {
-        let body = BodyBlocks {
-            block_size: [8, 8, 8],
-            wanted: HashSet::from([7]),
-            blocks: vec![([0, 0, 0], Some(labels_bytes(&[3; 512])))],
-        };
-        assert!(encode(7, &body).unwrap().is_empty());
-        let uneven = BodyBlocks {
-            block_size: [12, 8, 8],
-            ..body
-        };
-        assert!(encode(7, &uneven).unwrap_err().contains("12x8x8"));
+        let blocks = [([0, 0, 0], Some(labels_bytes(&[3; 512])))];
+        assert!(encode_blocks(7, [8, 8, 8], &[7], &blocks).is_empty());
+        assert!(check_block_size([12, 8, 8]).unwrap_err().contains("12x8x8"));
+        assert!(check_block_size([64, 32, 8]).is_ok());
     }
 
     #[test]
     fn a_read_block_all_the_labels_is_flagged_whole() {
-        let body = BodyBlocks {
-            block_size: [8, 8, 8],
-            wanted: HashSet::from([3, 4]),
-            blocks: vec![(
-                [0, 0, -1],
-                Some(labels_bytes(
-                    &(0..512).map(|i| 3 + i % 2).collect::<Vec<_>>(),
-                )),
-            )],
-        };
-        let out = encode(3, &body).unwrap();
+        let labels = labels_bytes(&(0..512).map(|i| 3 + i % 2).collect::<Vec<_>>());
+        let out = encode_blocks(3, [8, 8, 8], &[3, 4], &[([0, 0, -1], Some(labels))]);
         assert_eq!(
             &out[20..32],
             &[0, 0, 0, 0, 0, 0, 0, 0, 0xf8, 0xff, 0xff, 0xff]

@@ -375,11 +375,20 @@ async fn sparsevol(
     let hh = h.clone();
     if blocks {
         // DVID's blocks form: bounds choose whole blocks.
-        let body =
-            blocking(move || s.store.body_blocks(&hh, &level, scale, label, svs, bounds)).await?;
-        let body = body.ok_or_else(|| missing(label, svs, &h))?;
-        let bytes = formats::sparse_blocks::encode(label, &body).map_err(ApiError::bad_request)?;
-        return Ok(voxels::octets(bytes));
+        use formats::sparse_blocks::{block_record, check_block_size, encode};
+        let bs = level.instance.voxels()?.block_size();
+        check_block_size(bs).map_err(ApiError::bad_request)?;
+        let records = blocking(move || {
+            s.store
+                .map_body_blocks(&hh, &level, scale, label, svs, bounds, block_record)
+        })
+        .await?;
+        let records = records.ok_or_else(|| missing(label, svs, &h))?;
+        return Ok(voxels::octets(encode(
+            label,
+            bs,
+            records.into_iter().flatten(),
+        )));
     }
     let runs = blocking(move || {
         s.store

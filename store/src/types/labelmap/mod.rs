@@ -18,11 +18,13 @@ pub mod proto;
 pub mod ranges;
 mod remap;
 mod renumber;
+mod sparse;
 mod split;
 mod split_body;
 
 pub use edits::{Cleaved, Editor};
 pub use ranges::{Allotment, Grant};
+pub use sparse::BodyBlock;
 pub use split::{SplitIds, SupervoxelSplit};
 pub use split_body::BodySplit;
 
@@ -34,8 +36,7 @@ use crate::store::{DataHandle, WorkingEntry};
 use crate::tree::{Entry, Scope};
 use crate::{ObjectId, Result, Store, StoreError, keys};
 use proto::{LabelIndex, SvCount, encode_block};
-use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 pub static LABELMAP: VoxelType = VoxelType {
     name: "labelmap",
@@ -117,16 +118,6 @@ pub(crate) struct MetaWrite {
     pub objects: Vec<(ObjectId, Vec<u8>)>,
     pub entries: Vec<(Vec<u8>, WorkingEntry)>,
     pub extra: Vec<crate::engine::BatchOp>,
-}
-
-/// A label's blocks at one level (see [`Store::body_blocks`]).
-pub struct BodyBlocks {
-    pub block_size: Point,
-    /// The supervoxels whose voxels are the label's.
-    pub wanted: HashSet<u64>,
-    /// Sorted z, y, x: `None` for a block wholly the label's (known from its index, not read),
-    /// else the block's stored little-endian labels.
-    pub blocks: Vec<(Point, Option<Vec<u8>>)>,
 }
 
 impl Store {
@@ -473,198 +464,6 @@ impl Store {
                     .map_or(0, |idx| idx.voxels(None)))
             })
             .collect()
-    }
-
-    /// Voxel runs along x of a label (`x, y, z, length`), sorted z, y, x, within the inclusive
-    /// voxel `bounds` if given; `None` if the label has no voxels at this version. Reads only the
-    /// blocks its index lists.
-    pub fn sparsevol(
-        &self,
-        h: &DataHandle,
-        label: u64,
-        supervoxels: bool,
-        bounds: Option<(Point, Point)>,
-    ) -> Result<Option<Vec<[i32; 4]>>> {
-        self.sparsevol_scaled(h, h, 0, label, supervoxels, bounds)
-    }
-
-    /// The blocks a label's voxels are in at `scale`, read from `level` (the labelmap's level
-    /// `NAME_scale`, whose voxels are supervoxels 2^scale times coarser), sorted z, y, x; only
-    /// blocks touching the inclusive voxel `bounds` if given. `None` if the label has no voxels
-    /// at this version. A full-resolution block that its index says is wholly the label's is not
-    /// read. For sparse volumes in any of their formats.
-    pub fn body_blocks(
-        &self,
-        h: &DataHandle,
-        level: &DataHandle,
-        scale: u32,
-        label: u64,
-        supervoxels: bool,
-        bounds: Option<(Point, Point)>,
-    ) -> Result<Option<BodyBlocks>> {
-        let (v, inst, idx) = {
-            let _gate = self.gate.read();
-            let (v, inst) = self.readable(h)?;
-            labelmap_only(&inst, "sparsevol")?;
-            match self.narrowed_index(&inst, &v, label, supervoxels)? {
-                None => return Ok(None),
-                Some(idx) => (v, inst, idx),
-            }
-        };
-        let bs = inst.voxels()?.block_size();
-        let wanted: HashSet<u64> = idx
-            .blocks
-            .values()
-            .flat_map(|c| c.counts.keys().copied())
-            .collect();
-        // A level's block holds 2^scale level-0 blocks along each axis.
-        let mut blocks: Vec<Point> = idx
-            .block_coords(None)
-            .into_iter()
-            .map(|b| b.map(|c| c >> scale))
-            .collect();
-        blocks.sort_unstable_by_key(|b| [b[2], b[1], b[0]]);
-        blocks.dedup();
-        if let Some((lo, hi)) = bounds {
-            blocks.retain(|b| (0..3).all(|a| b[a] * bs[a] <= hi[a] && (b[a] + 1) * bs[a] > lo[a]));
-        }
-        let voxels = bs.iter().map(|&s| s as u64).product::<u64>();
-        let whole: HashSet<Point> = match scale {
-            0 => idx
-                .blocks
-                .iter()
-                .filter(|(_, c)| c.counts.values().map(|&n| u64::from(n)).sum::<u64>() == voxels)
-                .map(|(&code, _)| proto::decode_block(code))
-                .collect(),
-            _ => Default::default(),
-        };
-        let mixed: Vec<Point> = blocks
-            .iter()
-            .filter(|b| !whole.contains(*b))
-            .copied()
-            .collect();
-        let mut data: HashMap<Point, Vec<u8>> =
-            self.read_blocks(level, &mixed)?.into_iter().collect();
-        drop(v);
-        let blocks = blocks
-            .into_iter()
-            .filter_map(|b| match whole.contains(&b) {
-                true => Some((b, None)),
-                // A block the index lists but the level lacks holds none of the label.
-                false => data.remove(&b).map(|d| (b, Some(d))),
-            })
-            .collect();
-        Ok(Some(BodyBlocks {
-            block_size: bs,
-            wanted,
-            blocks,
-        }))
-    }
-
-    /// [`Self::sparsevol`] at `scale`, from `level` (the labelmap's level `NAME_scale`, whose
-    /// voxels are supervoxels 2^scale times coarser): runs and bounds in that level's voxels.
-    pub fn sparsevol_scaled(
-        &self,
-        h: &DataHandle,
-        level: &DataHandle,
-        scale: u32,
-        label: u64,
-        supervoxels: bool,
-        bounds: Option<(Point, Point)>,
-    ) -> Result<Option<Vec<[i32; 4]>>> {
-        let Some(body) = self.body_blocks(h, level, scale, label, supervoxels, bounds)? else {
-            return Ok(None);
-        };
-        let BodyBlocks {
-            block_size: bs,
-            wanted,
-            blocks,
-        } = body;
-        let (whole_blocks, data): (Vec<_>, Vec<_>) =
-            blocks.into_iter().partition(|(_, d)| d.is_none());
-        let whole_blocks = whole_blocks.into_iter().map(|(b, _)| b);
-        let data: Vec<(Point, Vec<u8>)> = data
-            .into_iter()
-            .filter_map(|(b, d)| Some((b, d?)))
-            .collect();
-        let [bx, by, bz] = bs.map(|s| s as usize);
-        // A block wholly the label's: each of its rows is one run.
-        let mut full_runs = Vec::new();
-        for b in whole_blocks {
-            let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
-            for z in 0..bz as i32 {
-                for y in 0..by as i32 {
-                    let (py, pz) = (origin[1] + y, origin[2] + z);
-                    let (mut s, mut e) = (origin[0], origin[0] + bs[0] - 1);
-                    if let Some((lo, hi)) = bounds {
-                        if py < lo[1] || py > hi[1] || pz < lo[2] || pz > hi[2] {
-                            continue;
-                        }
-                        (s, e) = (s.max(lo[0]), e.min(hi[0]));
-                    }
-                    if s <= e {
-                        full_runs.push([s, py, pz, e - s + 1]);
-                    }
-                }
-            }
-        }
-        // Each block's runs on the rayon pool (as its blocks were read): the scan of every voxel
-        // is most of a sparse volume's time.
-        let per_block: Vec<Vec<[i32; 4]>> = data
-            .par_iter()
-            .map(|(b, raw)| {
-                let origin: Point = std::array::from_fn(|a| b[a] * bs[a]);
-                let mut runs = Vec::new();
-                let mut row = vec![0u64; bx];
-                for z in 0..bz {
-                    for y in 0..by {
-                        let (py, pz) = (origin[1] + y as i32, origin[2] + z as i32);
-                        if bounds.is_some_and(|(lo, hi)| {
-                            py < lo[1] || py > hi[1] || pz < lo[2] || pz > hi[2]
-                        }) {
-                            continue;
-                        }
-                        let bytes = &raw[(z * by + y) * bx * 8..][..bx * 8];
-                        for (l, c) in row.iter_mut().zip(bytes.chunks_exact(8)) {
-                            *l = u64::from_le_bytes(c.try_into().expect("8-byte labels"));
-                        }
-                        let mut x = 0;
-                        while x < bx {
-                            let (l, start) = (row[x], x);
-                            while x < bx && row[x] == l {
-                                x += 1;
-                            }
-                            if !wanted.contains(&l) {
-                                continue;
-                            }
-                            let (mut s, mut e) =
-                                (origin[0] + start as i32, origin[0] + x as i32 - 1);
-                            if let Some((lo, hi)) = bounds {
-                                (s, e) = (s.max(lo[0]), e.min(hi[0]));
-                            }
-                            if s <= e {
-                                runs.push([s, py, pz, e - s + 1]);
-                            }
-                        }
-                    }
-                }
-                runs
-            })
-            .collect();
-        let mut runs: Vec<[i32; 4]> = per_block.into_iter().flatten().collect();
-        runs.extend(full_runs);
-        // Sort z, y, x and join runs that meet across block edges.
-        runs.sort_unstable_by_key(|r| [r[2], r[1], r[0]]);
-        let mut joined: Vec<[i32; 4]> = Vec::with_capacity(runs.len());
-        for r in runs {
-            match joined.last_mut() {
-                Some(last) if last[1] == r[1] && last[2] == r[2] && last[0] + last[3] == r[0] => {
-                    last[3] += r[3];
-                }
-                _ => joined.push(r),
-            }
-        }
-        Ok(Some(joined))
     }
 
     /// The highest label at a version: of its supervoxels and bodies (bodies merged away
