@@ -57,7 +57,7 @@ pub fn block_record(b: &BodyBlock) -> Option<Vec<u8>> {
         None => out.push(ALL),
         Some(raw) => {
             out.push(0);
-            let flag = mixed_block(raw, bs, subs, b.wanted, &mut out)?;
+            let flag = mixed_block(b, raw, bs, subs, &mut out)?;
             out[12] = flag;
             if flag == ALL {
                 out.truncate(13);
@@ -70,21 +70,13 @@ pub fn block_record(b: &BodyBlock) -> Option<Vec<u8>> {
 /// The sub-block records of a read block into `records`, and the block's flag: `None` if none of
 /// its voxels are the label's, [`ALL`] if all are.
 fn mixed_block(
+    b: &BodyBlock,
     raw: &[u8],
     bs: [usize; 3],
     subs: [usize; 3],
-    wanted: &rustc_hash::FxHashSet<u64>,
     records: &mut Vec<u8>,
 ) -> Option<u8> {
-    let mut last: Option<(u64, bool)> = None;
-    let mut is_wanted = |l: u64| match last {
-        Some((prev, w)) if prev == l => w,
-        _ => {
-            let w = wanted.contains(&l);
-            last = Some((l, w));
-            w
-        }
-    };
+    let mut is_wanted = b.wanted_test();
     let (mut any, mut all) = (false, true);
     for sz in 0..subs[2] {
         for sy in 0..subs[1] {

@@ -25,6 +25,18 @@ pub struct BodyBlock<'a> {
 }
 
 impl BodyBlock<'_> {
+    /// Whether a voxel's label is the label's, remembering the last answer: labels come in
+    /// runs, so most voxels skip the hash lookup.
+    pub fn wanted_test(&self) -> impl FnMut(u64) -> bool + '_ {
+        let mut last = (0u64, self.wanted.contains(&0));
+        move |l| {
+            if l != last.0 {
+                last = (l, self.wanted.contains(&l));
+            }
+            last.1
+        }
+    }
+
     /// The label's runs along x (`x, y, z, length`) in this block, within the inclusive voxel
     /// `bounds` if given.
     pub fn runs(&self, bounds: Option<(Point, Point)>) -> Vec<[i32; 4]> {
@@ -41,14 +53,7 @@ impl BodyBlock<'_> {
                 runs.push([s, py, pz, e - s + 1]);
             }
         };
-        // Whether a label is the label's, remembering the last answer: labels come in runs.
-        let mut last = (0u64, self.wanted.contains(&0));
-        let mut wanted = |l: u64| {
-            if l != last.0 {
-                last = (l, self.wanted.contains(&l));
-            }
-            last.1
-        };
+        let mut wanted = self.wanted_test();
         let words = self.labels.map(words);
         for z in 0..bz {
             for y in 0..by {
