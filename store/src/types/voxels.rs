@@ -283,6 +283,23 @@ impl Store {
         })
     }
 
+    /// The decompressed blocks (little-endian voxels, x fastest) a subvolume touches, in the
+    /// order z, y, x; `None` for a block never written. For encoders that work block by block
+    /// instead of on the assembled subvolume.
+    pub fn subvolume_blocks(
+        &self,
+        h: &DataHandle,
+        sub: Subvolume,
+    ) -> Result<Vec<(Point, Option<Vec<u8>>)>> {
+        let _gate = self.gate.read();
+        let (v, inst) = self.readable(h)?;
+        let bs = inst.voxels()?.block_size();
+        sub.check_block_count(bs)?;
+        let blocks = sub.blocks(bs);
+        self.check_blocks_held(&v, &inst, &blocks)?;
+        map_blocks(&blocks, |b| Ok((b, self.block_at(&inst, &v, b)?)))
+    }
+
     /// Reads a subvolume into `per_voxel` elements per voxel, `copy` turning each run of voxel
     /// bytes into elements.
     fn read_into<T: Clone + Default + Send>(
@@ -292,17 +309,11 @@ impl Store {
         per_voxel: usize,
         copy: impl Fn(&mut [T], &[u8]),
     ) -> Result<Vec<T>> {
-        let _gate = self.gate.read();
-        let (v, inst) = self.readable(h)?;
-        let vox = inst.voxels()?;
+        let vox = h.instance.voxels()?;
         let (bs, vb) = (vox.block_size(), vox.voxel_bytes);
-        sub.check_block_count(bs)?;
         let len = usize::try_from(sub.voxels().saturating_mul(per_voxel as u64))
             .map_err(|_| StoreError::BadRequest("subvolume too large for this machine".into()))?;
-        let blocks = sub.blocks(bs);
-        self.check_blocks_held(&v, &inst, &blocks)?;
-        let decoded: Vec<(Point, Option<Vec<u8>>)> =
-            map_blocks(&blocks, |b| Ok((b, self.block_at(&inst, &v, b)?)))?;
+        let decoded = self.subvolume_blocks(h, sub)?;
         let mut out = vec![T::default(); len];
         let scale = |bytes: usize| bytes / vb * per_voxel;
         for (b, data) in decoded {

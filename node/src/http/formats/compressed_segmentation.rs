@@ -49,15 +49,8 @@ pub fn try_encode_u64(
     block: [usize; 3],
 ) -> Result<Vec<u8>, String> {
     let geom = Geometry::new(size, block)?;
-    let header_words = 2 * geom.blocks;
-    let too_big = || {
-        format!(
-            "encoded volume exceeds {MAX_WORDS} 32-bit words, the format's offset limit; \
-             request a smaller subvolume"
-        )
-    };
     // Checked before the label count so callers can probe the limit cheaply.
-    if CHANNEL_BASE + header_words > MAX_WORDS {
+    if CHANNEL_BASE + 2 * geom.blocks > MAX_WORDS {
         return Err(too_big());
     }
     if labels.len() != geom.voxels {
@@ -70,6 +63,134 @@ pub fn try_encode_u64(
             geom.voxels
         ));
     }
+    encode(&Dense { labels, size }, geom)
+}
+
+/// Whether a volume at `offset` (voxels) held as stored blocks of `block_size` can be encoded
+/// in `block`s straight from them: every encoding block must lie within one stored block.
+pub fn encodes_from_blocks(offset: [i64; 3], block_size: [usize; 3], block: [usize; 3]) -> bool {
+    block[0] <= ZEROS.len()
+        && (0..3).all(|a| {
+            block[a] > 0
+                && block_size[a].is_multiple_of(block[a])
+                && (offset[a].rem_euclid(block_size[a] as i64) as usize).is_multiple_of(block[a])
+        })
+}
+
+/// Encodes a volume of `size` voxels held as the blocks of a store (see [`StoredBlocks`])
+/// without assembling it first; the blocks must pass [`encodes_from_blocks`].
+pub fn try_encode_blocks(
+    blocks: &StoredBlocks,
+    size: [usize; 3],
+    block: [usize; 3],
+) -> Result<Vec<u8>, String> {
+    if !encodes_from_blocks(blocks.offset, blocks.block_size, block) {
+        return Err(format!(
+            "{block:?} encoding blocks straddle the stored blocks of {:?} at {:?}",
+            blocks.block_size, blocks.offset
+        ));
+    }
+    let expected = blocks.grid.iter().product::<usize>();
+    let voxels = blocks.block_size.iter().product::<usize>();
+    if blocks.blocks.len() != expected || blocks.blocks.iter().flatten().any(|b| b.len() != voxels)
+    {
+        return Err(format!(
+            "expected {expected} stored blocks of {voxels} labels for a {:?} grid",
+            blocks.grid
+        ));
+    }
+    encode(blocks, Geometry::new(size, block)?)
+}
+
+/// Where the labels of one encoding block are: row (y, z) of the block starts at
+/// `labels[start + y * y_stride + z * z_stride]`.
+struct Strided<'a> {
+    labels: &'a [u64],
+    start: usize,
+    y_stride: usize,
+    z_stride: usize,
+}
+
+impl Strided<'_> {
+    fn row(&self, y: usize, z: usize, n: usize) -> &[u64] {
+        &self.labels[self.start + y * self.y_stride + z * self.z_stride..][..n]
+    }
+}
+
+/// Labels of a volume, handed to the encoder one encoding block at a time.
+trait LabelSource {
+    /// The block whose first voxel is `origin` (volume coordinates).
+    fn at(&self, origin: [usize; 3]) -> Strided<'_>;
+}
+
+/// An assembled volume, x fastest.
+struct Dense<'a> {
+    labels: &'a [u64],
+    size: [usize; 3],
+}
+
+impl LabelSource for Dense<'_> {
+    fn at(&self, [x, y, z]: [usize; 3]) -> Strided<'_> {
+        let [sx, sy, _] = self.size;
+        Strided {
+            labels: self.labels,
+            start: x + sx * (y + sy * z),
+            y_stride: sx,
+            z_stride: sx * sy,
+        }
+    }
+}
+
+/// A volume as the store's blocks: those touching the box at `offset` (voxels), x fastest
+/// then y then z, each `block_size` labels or `None` for a block of zeros (never written).
+pub struct StoredBlocks<'a> {
+    pub offset: [i64; 3],
+    pub block_size: [usize; 3],
+    /// Blocks along each axis.
+    pub grid: [usize; 3],
+    pub blocks: Vec<Option<std::borrow::Cow<'a, [u64]>>>,
+}
+
+/// Labels of an unwritten block: any row reads as zeros (strides 0).
+static ZEROS: [u64; 64] = [0; 64];
+
+impl LabelSource for StoredBlocks<'_> {
+    fn at(&self, origin: [usize; 3]) -> Strided<'_> {
+        let bs = self.block_size;
+        // Voxel within the first block's grid, then which block and where in it.
+        let g: [usize; 3] =
+            std::array::from_fn(|a| origin[a] + self.offset[a].rem_euclid(bs[a] as i64) as usize);
+        let b: [usize; 3] = std::array::from_fn(|a| g[a] / bs[a]);
+        let i: [usize; 3] = std::array::from_fn(|a| g[a] % bs[a]);
+        match &self.blocks[b[0] + self.grid[0] * (b[1] + self.grid[1] * b[2])] {
+            Some(labels) => Strided {
+                labels,
+                start: i[0] + bs[0] * (i[1] + bs[1] * i[2]),
+                y_stride: bs[0],
+                z_stride: bs[0] * bs[1],
+            },
+            None => Strided {
+                labels: &ZEROS,
+                start: 0,
+                y_stride: 0,
+                z_stride: 0,
+            },
+        }
+    }
+}
+
+fn too_big() -> String {
+    format!(
+        "encoded volume exceeds {MAX_WORDS} 32-bit words, the format's offset limit; \
+         request a smaller subvolume"
+    )
+}
+
+fn encode(labels: &impl LabelSource, geom: Geometry) -> Result<Vec<u8>, String> {
+    let header_words = 2 * geom.blocks;
+    if CHANNEL_BASE + header_words > MAX_WORDS {
+        return Err(too_big());
+    }
 
     let mut out: Vec<u32> = Vec::with_capacity(CHANNEL_BASE + header_words + 4 * geom.blocks);
     out.push(CHANNEL_BASE as u32);
@@ -81,7 +202,7 @@ pub fn try_encode_u64(
     let mut header = CHANNEL_BASE;
 
     for region in geom.blocks() {
-        enc.index(labels, &geom, &region);
+        enc.index(&labels.at(region.origin), &geom, &region);
         let bits = bits_for(enc.table.len());
 
         let values_offset = out.len() - CHANNEL_BASE;
@@ -261,24 +382,21 @@ impl BlockEncoder {
 
     /// Numbers the labels of `region` and builds its sorted table. Only label
     /// changes along a row cost a lookup, which is rare in segmentations.
-    fn index(&mut self, labels: &[u64], geom: &Geometry, region: &Region) {
+    fn index(&mut self, labels: &Strided, geom: &Geometry, region: &Region) {
         self.seen.clear();
         self.firsts.clear();
         self.table.clear();
         self.rank.clear();
         let [ex, ey, ez] = region.extent;
-        let [sx, sy, _] = geom.size;
         let [bx, by, _] = geom.block;
-        let [ox, oy, oz] = region.origin;
-        let row_start = |y: usize, z: usize| ox + sx * ((oy + y) + sy * (oz + z));
-        let first = labels[row_start(0, 0)];
+        let first = labels.row(0, 0, 1)[0];
 
         // Most blocks of a segmentation hold one label; they need no indices.
         // The per-row test vectorises.
         let mut uniform = true;
         'scan: for z in 0..ez {
             for y in 0..ey {
-                let src = &labels[row_start(y, z)..][..ex];
+                let src = labels.row(y, z, ex);
                 if src.iter().fold(0, |acc, &v| acc | (v ^ first)) != 0 {
                     uniform = false;
                     break 'scan;
@@ -304,7 +422,7 @@ impl BlockEncoder {
         let mut last_id = 0;
         for z in 0..ez {
             for y in 0..ey {
-                let src = &labels[row_start(y, z)..][..ex];
+                let src = labels.row(y, z, ex);
                 let dst = &mut self.ids[bx * (y + by * z)..][..ex];
                 // Whole rows of one label are the common case.
                 if src.iter().fold(0, |acc, &v| acc | (v ^ last)) == 0 {
@@ -802,5 +920,91 @@ mod tests {
                 "{name}: encoding differs from the reference bytes"
             );
         }
+    }
+
+    /// Cuts a dense volume at `offset` (voxels) into stored blocks of `bs`, dropping (as
+    /// never written) the blocks `missing` names; those voxels become zeros in the returned
+    /// volume, as the store reads them.
+    fn as_stored(
+        labels: &[u64],
+        size: [usize; 3],
+        offset: [i64; 3],
+        bs: [usize; 3],
+        missing: impl Fn(usize) -> bool,
+    ) -> (StoredBlocks<'static>, Vec<u64>) {
+        let lo: [i64; 3] = std::array::from_fn(|a| offset[a].div_euclid(bs[a] as i64));
+        let hi: [i64; 3] =
+            std::array::from_fn(|a| (offset[a] + size[a] as i64 - 1).div_euclid(bs[a] as i64));
+        let grid: [usize; 3] = std::array::from_fn(|a| (hi[a] - lo[a] + 1) as usize);
+        let mut seen = labels.to_vec();
+        let mut blocks = Vec::new();
+        for i in 0..grid.iter().product::<usize>() {
+            let g = [i % grid[0], i / grid[0] % grid[1], i / grid[0] / grid[1]];
+            let mut block = vec![u64::MAX; bs.iter().product()];
+            for (j, slot) in block.iter_mut().enumerate() {
+                let v = [j % bs[0], j / bs[0] % bs[1], j / bs[0] / bs[1]];
+                let p: [i64; 3] =
+                    std::array::from_fn(|a| (lo[a] + g[a] as i64) * bs[a] as i64 + v[a] as i64);
+                let inside = (0..3).all(|a| p[a] >= offset[a] && p[a] < offset[a] + size[a] as i64);
+                if inside {
+                    let q: [usize; 3] = std::array::from_fn(|a| (p[a] - offset[a]) as usize);
+                    let at = q[0] + size[0] * (q[1] + size[1] * q[2]);
+                    *slot = labels[at];
+                    if missing(i) {
+                        seen[at] = 0;
+                    }
+                }
+            }
+            blocks.push((!missing(i)).then(|| block.into()));
+        }
+        let stored = StoredBlocks {
+            offset,
+            block_size: bs,
+            grid,
+            blocks,
+        };
+        (stored, seen)
+    }
+
+    #[test]
+    fn encoding_from_stored_blocks_matches_the_assembled_volume() {
+        let mut rng = Rng(4);
+        let cases = [
+            ([64, 64, 64], [0, 0, 0], [32, 32, 32]),
+            ([64, 64, 64], [32, -64, 96], [64, 64, 64]),
+            ([40, 24, 16], [-8, 16, 8], [32, 16, 8]),
+            ([8, 8, 8], [24, 24, 24], [32, 32, 32]),
+        ];
+        for (size, offset, bs) in cases {
+            let labels = blobs(size, 6, &mut rng);
+            for missing_every in [0, 2] {
+                let (stored, expected) = as_stored(&labels, size, offset, bs, |i| {
+                    missing_every > 0 && i % missing_every == 1
+                });
+                assert!(encodes_from_blocks(offset, bs, B8));
+                let from_blocks = try_encode_blocks(&stored, size, B8).unwrap();
+                assert!(
+                    from_blocks == encode_u64(&expected, size, B8),
+                    "{size:?} at {offset:?} in {bs:?} blocks, missing every {missing_every}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stored_blocks_that_straddle_encoding_blocks_are_refused() {
+        assert!(!encodes_from_blocks([4, 0, 0], [32, 32, 32], B8));
+        assert!(!encodes_from_blocks([0, 0, 0], [20, 32, 32], B8));
+        assert!(!encodes_from_blocks(
+            [0, 0, 0],
+            [128, 128, 128],
+            [128, 8, 8]
+        ));
+        let (stored, _) = as_stored(&[7; 512], B8, [4, 0, 0], [32, 32, 32], |_| false);
+        assert!(
+            try_encode_blocks(&stored, B8, B8)
+                .unwrap_err()
+                .contains("straddle")
+        );
     }
 }

@@ -98,6 +98,59 @@ impl Source {
         }
     }
 
+    /// The subvolume as Neuroglancer's compressed segmentation in 8³ blocks, encoded from the
+    /// store's blocks as they are decompressed when they align with 8³ blocks (skipping the
+    /// assembled subvolume), else from the assembled labels.
+    fn compressed_segmentation(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u8>> {
+        const BLOCK: [usize; 3] = [8, 8, 8];
+        let size = sub.size.map(|n| n as usize);
+        let bs = self.read.instance.voxels()?.block_size();
+        let offset = sub.offset.map(i64::from);
+        let block_size = bs.map(|n| n as usize);
+        let encoded = if compressed_segmentation::encodes_from_blocks(offset, block_size, BLOCK) {
+            let read = s.store.subvolume_blocks(&self.read, sub)?;
+            let (lo, hi) = sub.block_range(bs);
+            let blocks = read
+                .iter()
+                .map(|(_, bytes)| {
+                    bytes
+                        .as_deref()
+                        .map(|b| self.block_labels(s, b))
+                        .transpose()
+                })
+                .collect::<dvid_store::Result<_>>()?;
+            let stored = compressed_segmentation::StoredBlocks {
+                offset,
+                block_size,
+                grid: std::array::from_fn(|a| (hi[a] - lo[a] + 1) as usize),
+                blocks,
+            };
+            compressed_segmentation::try_encode_blocks(&stored, size, BLOCK)
+        } else {
+            compressed_segmentation::try_encode_u64(&self.labels(s, sub)?, size, BLOCK)
+        };
+        encoded.map_err(dvid_store::StoreError::BadRequest)
+    }
+
+    /// One stored block's little-endian labels as asked for: borrowed when no mapping applies.
+    fn block_labels<'a>(
+        &self,
+        s: &AppState,
+        bytes: &'a [u8],
+    ) -> dvid_store::Result<std::borrow::Cow<'a, [u64]>> {
+        if self.map.is_none()
+            && cfg!(target_endian = "little")
+            && let Ok(labels) = bytemuck::try_cast_slice(bytes)
+        {
+            return Ok(std::borrow::Cow::Borrowed(labels));
+        }
+        let labels = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok(std::borrow::Cow::Owned(self.to_bodies(s, labels)?))
+    }
+
     fn bytes(&self, s: &AppState, sub: Subvolume) -> dvid_store::Result<Vec<u8>> {
         if self.map.is_none() {
             return s.store.read_subvolume(&self.read, sub);
@@ -365,9 +418,7 @@ async fn read_volume(
     // Reading and encoding both run on a blocking thread: encoding a chunk takes milliseconds.
     let (bytes, gzipped) = blocking(move || {
         if compression == Compression::GoogleGzip {
-            let labels = src.labels(&s, sub)?;
-            let encoded = compressed_segmentation::try_encode_u64(&labels, size, [8, 8, 8])
-                .map_err(dvid_store::StoreError::BadRequest)?;
+            let encoded = src.compressed_segmentation(&s, sub)?;
             return Ok((formats::gzip(&encoded), true));
         }
         let bytes = src.bytes(&s, sub)?;

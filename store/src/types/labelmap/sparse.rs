@@ -68,6 +68,13 @@ impl BodyBlock<'_> {
                     continue;
                 };
                 let row = &words[(z * by + y) * bx..][..bx];
+                // Most rows hold one label; this test vectorises where finding runs cannot.
+                if row.iter().fold(0, |acc, &o| acc | (o ^ row[0])) == 0 {
+                    if wanted(u64::from_le(row[0])) {
+                        push(origin[0], origin[0] + bs[0] - 1, py, pz);
+                    }
+                    continue;
+                }
                 let mut x = 0;
                 while x < bx {
                     // Equal labels are equal words in either byte order.
