@@ -210,6 +210,16 @@ pub enum Command {
         #[arg(long)]
         levels: Option<u32>,
     },
+    /// Import a volume into an instance of a mutable version (created with the source's voxel
+    /// type, block size and voxel size if it does not exist): a Zarr v2/v3 array, an OME-Zarr
+    /// image, an N5 dataset, a TIFF stack (a folder of slices or a multi-page file), a NumPy
+    /// .npy, or raw voxels. All or nothing: the version shows none of it until every block is
+    /// in; run the same command again to resume an interrupted import.
+    Import(crate::transfer::ImportArgs),
+    /// Export an instance of a version (or a box of it) to a new file or folder: Zarr v3,
+    /// OME-Zarr (with the levels NAME_1, NAME_2, ... that exist), N5, a multi-page TIFF, NumPy
+    /// .npy or raw voxels.
+    Export(crate::transfer::ExportArgs),
     /// Create a child of a locked version on a new branch.
     Branch {
         uuid: String,

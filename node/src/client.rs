@@ -41,6 +41,8 @@ impl Client {
                 wait,
             } => return self.pull(&uuid, from, instances, region.as_deref(), wait),
             Command::Push { uuid, to, wait } => return self.push(&uuid, &to, wait),
+            Command::Import(args) => return crate::transfer::import(self, args),
+            Command::Export(args) => return crate::transfer::export(self, args),
             Command::Follow { repo } => self.post("/api/p2p/follow", json!({"repo": repo}))?,
             Command::Unfollow { repo } => self.post("/api/p2p/unfollow", json!({"repo": repo}))?,
             Command::Follows => self.get("/api/p2p/follow")?,
@@ -177,16 +179,8 @@ impl Client {
             body["instances"] = json!(i);
         }
         if let Some(r) = region {
-            let (offset, size) = r.split_once(':').context("--region takes X,Y,Z:SX,SY,SZ")?;
-            let nums = |t: &str| -> anyhow::Result<Vec<i64>> {
-                let v: Vec<i64> = t
-                    .split(',')
-                    .map(|n| n.trim().parse())
-                    .collect::<Result<_, _>>()?;
-                anyhow::ensure!(v.len() == 3, "expected three numbers in {t:?}");
-                Ok(v)
-            };
-            body["region"] = json!({"offset": nums(offset)?, "size": nums(size)?});
+            let (offset, size) = crate::transfer::parse_region(r)?;
+            body["region"] = json!({"offset": offset, "size": size});
         }
         let job = field(&self.post("/api/p2p/pull", body)?, "job")?;
         // The total is known only at the end (the trees are discovered as they arrive), so the bar
@@ -265,23 +259,55 @@ impl Client {
         }
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+    /// Sends a request to `path` of the node.
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        build: impl FnOnce(reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        build(self.http.request(method, format!("{}{path}", self.base)))
             .send()
-            .with_context(|| format!("cannot reach the node at {}", self.base))?;
-        answer(resp)
+            .with_context(|| format!("cannot reach the node at {}", self.base))
     }
 
-    fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .with_context(|| format!("cannot reach the node at {}", self.base))?;
-        answer(resp)
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
+        answer(self.send(reqwest::Method::GET, path, |r| r)?)
+    }
+
+    pub(crate) fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        answer(self.send(reqwest::Method::POST, path, |r| r.json(&body))?)
+    }
+
+    /// GET of JSON that may not exist: `None` for a 404.
+    pub(crate) fn get_if_found(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let resp = self.send(reqwest::Method::GET, path, |r| r)?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        answer(resp).map(Some)
+    }
+
+    /// POST of bytes, answered with JSON.
+    pub(crate) fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        answer(self.send(reqwest::Method::POST, path, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body)
+        })?)
+    }
+
+    /// GET of bytes.
+    pub(crate) fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self.send(reqwest::Method::GET, path, |r| r)?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("{status}: {}", resp.text()?.trim());
+        }
+        Ok(resp.bytes()?.to_vec())
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        answer(self.send(reqwest::Method::DELETE, path, |r| r)?)
     }
 }
 

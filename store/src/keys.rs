@@ -10,6 +10,8 @@
 //!   for a labelmap, and the grants it made from them (this node's, not versioned)
 //! - `l/{instance id}` -> postcard label counters of a labelmap, before allotments (read once to
 //!   make an allotment)
+//! - `i/{instance id}{version id}{session length: u8}{session}{block key}` -> postcard
+//!   `StagedBlock`: a block an import stored but the version does not show yet
 //!
 //! Working space (uncommitted writes of mutable versions):
 //! - `{instance id}{version id}{index key}` -> postcard `WorkingEntry`
@@ -21,6 +23,24 @@ pub const VERSION_PREFIX: &[u8] = b"v/";
 
 pub const LABEL_COUNTERS_PREFIX: &[u8] = b"l/";
 pub const ALLOTMENT_PREFIX: &[u8] = b"a/";
+pub const STAGED_PREFIX: &[u8] = b"i/";
+
+/// Start of the staged blocks of one import session of an (instance, version).
+pub fn staged_prefix(instance: u32, version: u32, session: &str) -> Vec<u8> {
+    let len = u8::try_from(session.len()).expect("session names are short");
+    [
+        STAGED_PREFIX,
+        &instance.to_be_bytes(),
+        &version.to_be_bytes(),
+        &[len],
+        session.as_bytes(),
+    ]
+    .concat()
+}
+
+pub fn staged(instance: u32, version: u32, session: &str, block: &[u8]) -> Vec<u8> {
+    [&staged_prefix(instance, version, session)[..], block].concat()
+}
 
 pub fn allotment(instance: u32) -> Vec<u8> {
     [ALLOTMENT_PREFIX, &instance.to_be_bytes()].concat()

@@ -424,6 +424,31 @@ def test_neuroglancer_case_level1(ng, world):
     run_case(world, ng, "level1")
 
 
+def test_neuroglancer_zarr_source_draws_the_version(ng, world):
+    """Neuroglancer's own `zarr3://` source reads the locked version's OME-Zarr view (the
+    node's `omezarr/` group and its levels) and draws what `dvid://` draws."""
+    node, uuid = world.a, world.root
+    viewer = ng.Viewer()
+    with viewer.txn() as s:
+        cross_section_view(ng, s)
+        base = f"zarr3://{node.url}/api/node/{uuid}"
+        s.layers["grayscale"] = ng.ImageLayer(source=f"{base}/grayscale/omezarr/", opacity=1.0)
+        s.layers["labels"] = ng.SegmentationLayer(source=f"{base}/labels/omezarr/", selected_alpha=1.0)
+        s.layout = ng.row_layout([
+            ng.LayerGroupViewer(layers=["grayscale"], layout="xy"),
+            ng.LayerGroupViewer(layers=["labels"], layout="xy"),
+        ])
+    report = shoot(viewer.get_viewer_url(), "zarr")
+    info = summary(report)
+    assert report["ready"], f"the data never finished loading\n{info}"
+    assert not report["failed"], f"requests failed\n{info}"
+    assert not report["errors"], f"console errors in the page or its workers\n{info}"
+    urls = [r["url"] for r in report["requests"]]
+    for name in ("grayscale", "labels"):
+        assert any(f"/api/node/{uuid}/{name}/omezarr/s0/c/" in u for u in urls), f"no s0 chunk of {name}\n{info}"
+    check_content(report, "root", 0)
+
+
 REPORTS: dict = {}
 
 

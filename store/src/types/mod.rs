@@ -6,6 +6,7 @@ mod keyvalue;
 mod labelblk;
 pub mod labelmap;
 mod multiscale;
+pub mod staging;
 mod uint8blk;
 mod voxels;
 

@@ -330,6 +330,31 @@ impl Store {
     pub fn write_subvolume(&self, h: &DataHandle, sub: Subvolume, data: &[u8]) -> Result<()> {
         let _gate = self.gate.read();
         let (v, inst) = self.writable(h)?;
+        self.check_subvolume_write(&v, &inst, sub, data)?;
+        let lock = self.instance_lock(inst.id);
+        let _held = lock.lock();
+        // Re-read under the lock: extents may have moved since `writable`.
+        let (_, inst) = self.readable(h)?;
+        let indexed = inst.spec.datatype.indexes_labels();
+        let encoded = self.encode_subvolume(&inst, &v, sub, data, indexed)?;
+        self.store_blocks(
+            &inst,
+            &v,
+            encoded,
+            (sub.offset, sub.last()),
+            Default::default(),
+        )
+    }
+
+    /// Refuses a subvolume write whose body does not fit the subvolume, or that reaches blocks
+    /// this node does not hold of the version.
+    pub(crate) fn check_subvolume_write(
+        &self,
+        v: &crate::Version,
+        inst: &Instance,
+        sub: Subvolume,
+        data: &[u8],
+    ) -> Result<()> {
         let vox = inst.voxels()?;
         let (bs, vb) = (vox.block_size(), vox.voxel_bytes);
         sub.check_block_count(bs)?;
@@ -344,24 +369,37 @@ impl Store {
                 inst.spec.datatype.name()
             )));
         }
-        self.check_blocks_held(&v, &inst, &sub.blocks(bs))?;
-        let lock = self.instance_lock(inst.id);
-        let _held = lock.lock();
-        // Re-read under the lock: extents may have moved since `writable`.
-        let (_, inst) = self.readable(h)?;
-        let (block_bytes, codec) = (vox.block_bytes(), vox.geometry.codec);
-        let indexed = inst.spec.datatype.indexes_labels();
-        let encoded: Vec<Encoded> = sub
-            .blocks(bs)
+        self.check_blocks_held(v, inst, &sub.blocks(bs))
+    }
+
+    /// The blocks a subvolume write makes, encoded: blocks it covers only in part keep the rest
+    /// of their voxels as the version holds them. `counts` asks for each block's change of
+    /// supervoxel counts (a label index's).
+    pub(crate) fn encode_subvolume(
+        &self,
+        inst: &Instance,
+        v: &crate::Version,
+        sub: Subvolume,
+        data: &[u8],
+        counts: bool,
+    ) -> Result<Vec<Encoded>> {
+        let vox = inst.voxels()?;
+        let (bs, vb, block_bytes, codec) = (
+            vox.block_size(),
+            vox.voxel_bytes,
+            vox.block_bytes(),
+            vox.geometry.codec,
+        );
+        sub.blocks(bs)
             .par_iter()
             .map(|&b| {
                 let covers = sub.covers_block(b, bs);
-                let old = if indexed || !covers {
-                    self.block_at(&inst, &v, b)?
+                let old = if counts || !covers {
+                    self.block_at(inst, v, b)?
                 } else {
                     None
                 };
-                let before = indexed.then(|| old.as_deref().map(block_counts).unwrap_or_default());
+                let before = counts.then(|| old.as_deref().map(block_counts).unwrap_or_default());
                 let mut block = match old {
                     Some(old) if !covers => old,
                     _ => vec![0u8; block_bytes],
@@ -371,14 +409,7 @@ impl Store {
                 });
                 Ok(Encoded::new(b, &block, bs, codec, before))
             })
-            .collect::<Result<_>>()?;
-        self.store_blocks(
-            &inst,
-            &v,
-            encoded,
-            (sub.offset, sub.last()),
-            Default::default(),
-        )
+            .collect()
     }
 
     /// Writes whole blocks (each `block_bytes` long) to a mutable version, and grows the
@@ -467,19 +498,38 @@ impl Store {
         v: &crate::Version,
         encoded: Vec<Encoded>,
         covered: (Point, Point),
+        mut meta: MetaWrite,
+    ) -> Result<()> {
+        let mut counts = Vec::new();
+        let mut blocks = Vec::with_capacity(encoded.len());
+        for e in encoded {
+            blocks.push((e.block, e.id));
+            meta.objects.push((e.id, e.payload));
+            counts.extend(e.counts);
+        }
+        self.apply_blocks(inst, v, blocks, counts, covered, meta)
+    }
+
+    /// Points a version's blocks at stored (or with `meta`, storing) objects, keeps a label
+    /// index right by `counts`, and grows the instance's extents to cover `covered`, in one
+    /// write. Called under the instance's lock, with `inst` read under it.
+    pub(crate) fn apply_blocks(
+        &self,
+        inst: &Instance,
+        v: &crate::Version,
+        blocks: Vec<(Point, ObjectId)>,
+        counts: Vec<CountChange>,
+        covered: (Point, Point),
         meta: MetaWrite,
     ) -> Result<()> {
         let mut objects = meta.objects;
         let mut entries = meta.entries;
-        let mut counts = Vec::new();
-        for e in encoded {
+        for (b, id) in blocks {
             let entry = WorkingEntry {
-                object: Some(e.id),
+                object: Some(id),
                 name: vec![],
             };
-            entries.push((block_key(e.block).to_vec(), entry));
-            objects.push((e.id, e.payload));
-            counts.extend(e.counts);
+            entries.push((block_key(b).to_vec(), entry));
         }
         if !counts.is_empty() {
             let index = self.index_writes(inst, v, counts)?;
@@ -516,6 +566,14 @@ impl Store {
         Ok(found.into_iter().flatten().collect())
     }
 
+    /// Whether this node holds block `b` of the instance at the version: a partial replica holds
+    /// only its region, and must not pass off a block it lacks as never written.
+    pub fn holds_block(&self, h: &DataHandle, b: Point) -> Result<bool> {
+        let (v, inst) = self.readable(h)?;
+        inst.voxels()?;
+        Ok(crate::store::held_scope(&v, &inst).keeps(&block_key(b)))
+    }
+
     /// Uncompressed voxels of the blocks that exist among `blocks`, in the order asked.
     pub fn read_blocks(&self, h: &DataHandle, blocks: &[Point]) -> Result<Vec<(Point, Vec<u8>)>> {
         let _gate = self.gate.read();
@@ -545,11 +603,11 @@ impl Store {
 }
 
 /// A block encoded for storing, with what its write changed in a label index's counts.
-struct Encoded {
-    block: Point,
-    id: ObjectId,
-    payload: Vec<u8>,
-    counts: Option<CountChange>,
+pub(crate) struct Encoded {
+    pub block: Point,
+    pub id: ObjectId,
+    pub payload: Vec<u8>,
+    pub counts: Option<CountChange>,
 }
 
 impl Encoded {

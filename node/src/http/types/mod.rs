@@ -9,8 +9,10 @@ mod labelmap_blocks;
 mod labelmap_indices;
 mod labelmap_split;
 mod raw;
+mod staging;
 mod uint8blk;
 mod voxels;
+mod zarr;
 
 use super::{ApiError, AppState};
 use axum::Router;
@@ -155,6 +157,9 @@ async fn no_endpoint(
     axum::Extension(t): axum::Extension<Target>,
     uri: axum::http::Uri,
 ) -> ApiError {
+    if let Some(e) = zarr::missing_key(uri.path()) {
+        return e;
+    }
     let inst = &t.0.instance;
     let action = uri
         .path()

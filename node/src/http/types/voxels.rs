@@ -32,6 +32,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/subvolblocks/{size}/{offset}", get(subvol_blocks))
         .route("/downres", post(downres))
+        .merge(super::zarr::routes())
+        .merge(super::staging::routes())
 }
 
 /// `specificblocks` as block records (labelmap sends label Blocks instead).
