@@ -54,7 +54,7 @@ fn main() {
     for z0 in (0..n).step_by(CHUNK) {
         let path =
             |name: &str| format!("/api/node/{root}/{name}/raw/0_1_2/{n}_{n}_{CHUNK}/0_0_{z0}");
-        let gray = gray_slab(n, z0);
+        let gray = dvid_tests::em_slab(n, z0, CHUNK);
         node.post_bytes(&path("em"), gray.clone());
         node.post_bytes(&path("gray"), gray);
         node.post_bytes(&path("seg"), label_slab(n, z0));
@@ -70,7 +70,7 @@ fn main() {
     // shared machine.
     assert!(node.stop(), "node stopped cleanly");
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
+    dvid_tests::copy_dir(dir.path(), copy.path());
     let node = Node::start(dir.path(), &[]);
     let store = &Store::open_fjall(copy.path()).expect("the copy's store");
 
@@ -193,20 +193,6 @@ fn main() {
     assert!(node.stop(), "node stopped cleanly");
 }
 
-/// Copies a stopped node's data dir.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// Chunks per second when every core runs `job` over the chunks in-process; the best of RUNS.
 fn in_process(chunks: &[[usize; 3]], job: impl Fn(Subvolume) + Sync) -> f64 {
     (0..RUNS)
@@ -286,23 +272,6 @@ fn http_run(urls: &[String]) -> Run {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Electron-microscopy-like grayscale: smooth membranes-and-cells shading plus a little noise.
-fn gray_slab(n: usize, z0: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n * n * CHUNK);
-    for z in z0..z0 + CHUNK {
-        for y in 0..n {
-            for x in 0..n {
-                let cell =
-                    ((x as f32 / 23.0).sin() + (y as f32 / 31.0).cos() + (z as f32 / 17.0).sin())
-                        * 40.0;
-                let noise = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40503) ^ z) & 15;
-                v.push((120.0 + cell) as u8 + noise as u8);
-            }
-        }
-    }
-    v
 }
 
 /// Segmentation-like labels: cells of about 40³ with wavy boundaries, 64-bit ids.

@@ -394,3 +394,35 @@ pub fn test_volume(size: [usize; 3], seed: u64) -> Vec<u8> {
     }
     out
 }
+
+/// `depth` slices of an `n`×`n` grayscale from slice `z0`, like EM: smooth structure with fine
+/// noise (it compresses as real data does, unlike uniform noise). x fastest.
+pub fn em_slab(n: usize, z0: usize, depth: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n * n * depth);
+    for z in z0..z0 + depth {
+        for y in 0..n {
+            for x in 0..n {
+                let cell =
+                    ((x as f32 / 23.0).sin() + (y as f32 / 31.0).cos() + (z as f32 / 17.0).sin())
+                        * 40.0;
+                let noise = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40503) ^ z) & 15;
+                v.push((120.0 + cell) as u8 + noise as u8);
+            }
+        }
+    }
+    v
+}
+
+/// Copies a folder tree (a stopped node's data dir, for a benchmark's in-process limit).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

@@ -83,6 +83,21 @@ fn p2p_laptop_edits_come_back_and_merge() {
     let info = laptop.get_json(&format!("/api/node/{root}/grayscale/info"));
     assert_eq!(info["Extended"]["MinPoint"], json!([128, 128, 64]));
     assert_eq!(info["Extended"]["MaxPoint"], json!([255, 255, 191]));
+    // Its Zarr view serves the blocks it holds as the server wrote them, and answers 404 for
+    // those it does not hold, saying so: never zeros passed off as the version's voxels.
+    let chunk = laptop.get(&format!("/api/node/{root}/grayscale/zarr/c/1/2/2"));
+    assert_eq!(chunk.status(), 200);
+    let voxels = zstd::decode_all(&chunk.bytes().unwrap()[..]).unwrap();
+    let block = laptop.get_bytes(&format!(
+        "/api/node/{root}/grayscale/raw/0_1_2/64_64_64/128_128_64"
+    ));
+    assert!(
+        voxels == block,
+        "the Zarr chunk differs from raw of its block"
+    );
+    let missing = laptop.get(&format!("/api/node/{root}/grayscale/zarr/c/0/0/0"));
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().unwrap().contains("partial replica"));
 
     // Offline: the server stops; the laptop edits inside its region and commits.
     assert!(server.stop());

@@ -144,61 +144,20 @@ fn write_levels(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let first = &levels[0].layout;
-    match args.format {
-        Format::Zarr => {
-            let store = super::zarr::create_store(&args.dest)?;
-            let attrs = super::zarr::dvid_attributes(first, &args.version, &args.instance);
-            let sink = super::zarr::ZarrSink::create(store, "/", first, attrs)?;
-            copy(node, args, &levels[0], Box::new(sink), progress)
-        }
-        Format::OmeZarr => {
-            let store = super::zarr::create_store(&args.dest)?;
-            for (k, level) in levels.iter().enumerate() {
-                let attrs = super::zarr::dvid_attributes(&level.layout, &args.version, &level.name);
-                let sink = super::zarr::ZarrSink::create(
-                    store.clone(),
-                    &format!("/s{k}"),
-                    &level.layout,
-                    attrs,
-                )?;
-                copy(node, args, level, Box::new(sink), progress)?;
-            }
-            let layouts: Vec<Layout> = levels.iter().map(|l| l.layout.clone()).collect();
-            super::zarr::write_ome_group(store, &args.instance, &layouts)
-        }
-        Format::N5 => copy(
-            node,
-            args,
-            &levels[0],
-            super::n5::create(&args.dest, first)?,
-            progress,
-        ),
-        Format::Tiff => copy(
-            node,
-            args,
-            &levels[0],
-            super::tiff::create(&args.dest, first)?,
-            progress,
-        ),
-        Format::Npy => copy(
-            node,
-            args,
-            &levels[0],
-            super::npy::create(&args.dest, first)?,
-            progress,
-        ),
-        Format::Raw => {
-            let file = std::fs::File::create(&args.dest)
-                .with_context(|| format!("{}", args.dest.display()))?;
-            copy(
-                node,
-                args,
-                &levels[0],
-                Box::new(super::raw::RawSink::new(file)),
-                progress,
-            )
-        }
+    if args.format != Format::OmeZarr {
+        let attrs = super::zarr::dvid_attributes(first, &args.version, &args.instance);
+        let sink = super::create_sink(&args.dest, args.format, first, attrs)?;
+        return copy(node, args, &levels[0], sink, progress);
     }
+    let store = super::zarr::create_store(&args.dest)?;
+    for (k, level) in levels.iter().enumerate() {
+        let attrs = super::zarr::dvid_attributes(&level.layout, &args.version, &level.name);
+        let sink =
+            super::zarr::ZarrSink::create(store.clone(), &format!("/s{k}"), &level.layout, attrs)?;
+        copy(node, args, level, Box::new(sink), progress)?;
+    }
+    let layouts: Vec<Layout> = levels.iter().map(|l| l.layout.clone()).collect();
+    super::zarr::write_ome_group(store, &args.instance, &layouts)
 }
 
 fn instance_info(node: &Client, version: &str, name: &str) -> anyhow::Result<Option<Value>> {

@@ -174,27 +174,21 @@ fn open(args: &ImportArgs, format: Format) -> anyhow::Result<Box<dyn Source>> {
             args.source.display()
         );
     }
-    Ok(match format {
-        Format::Zarr => Box::new(super::zarr::ZarrSource::open_array(&args.source)?),
-        Format::OmeZarr => Box::new(super::zarr::ZarrSource::open_ome(&args.source, args.level)?),
-        Format::N5 => Box::new(super::n5::N5Source::open(&args.source)?),
-        Format::Tiff => Box::new(super::tiff::TiffSource::open(&args.source)?),
-        Format::Npy => Box::new(super::npy::NpySource::open(&args.source)?),
-        Format::Raw => {
-            let (Some(shape), Some(dtype)) = (&args.shape, &args.dtype) else {
-                bail!("a raw source needs --shape X,Y,Z and --dtype uint8|uint32|uint64");
-            };
-            let shape = parse_triple(shape)?;
-            if shape.iter().any(|&s| s <= 0) {
-                bail!("--shape {shape:?}: each size must be positive");
-            }
-            Box::new(super::raw::RawSource::open(
-                &args.source,
-                shape.map(|s| s as u64),
-                Dtype::parse(dtype, "--dtype")?,
-            )?)
-        }
-    })
+    if format != Format::Raw {
+        return super::open_source(&args.source, format, args.level);
+    }
+    let (Some(shape), Some(dtype)) = (&args.shape, &args.dtype) else {
+        bail!("a raw source needs --shape X,Y,Z and --dtype uint8|uint32|uint64");
+    };
+    let shape = parse_triple(shape)?;
+    if shape.iter().any(|&s| s <= 0) {
+        bail!("--shape {shape:?}: each size must be positive");
+    }
+    Ok(Box::new(super::raw::RawSource::open(
+        &args.source,
+        shape.map(|s| s as u64),
+        Dtype::parse(dtype, "--dtype")?,
+    )?))
 }
 
 /// The box of the source to import, and the node's voxel its first voxel lands on.

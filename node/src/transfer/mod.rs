@@ -134,8 +134,45 @@ pub enum Format {
     Raw,
 }
 
+/// Opens an import source of a format that says its own shape and type (all but raw); `level`
+/// picks an OME-Zarr image's scale level.
+pub fn open_source(path: &Path, format: Format, level: u32) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match format {
+        Format::Zarr => Box::new(zarr::ZarrSource::open_array(path)?),
+        Format::OmeZarr => Box::new(zarr::ZarrSource::open_ome(path, level)?),
+        Format::N5 => Box::new(n5::N5Source::open(path)?),
+        Format::Tiff => Box::new(tiff::TiffSource::open(path)?),
+        Format::Npy => Box::new(npy::NpySource::open(path)?),
+        Format::Raw => bail!("a raw source needs its shape and voxel type (--shape, --dtype)"),
+    })
+}
+
+/// Creates an export of one volume in `format` at `dest` (OME-Zarr's group is the exporter's:
+/// this writes a plain Zarr array for it).
+pub fn create_sink(
+    dest: &Path,
+    format: Format,
+    layout: &Layout,
+    attributes: serde_json::Value,
+) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match format {
+        Format::Zarr | Format::OmeZarr => {
+            let store = zarr::create_store(dest)?;
+            Box::new(zarr::ZarrSink::create(store, "/", layout, attributes)?)
+        }
+        Format::N5 => n5::create(dest, layout)?,
+        Format::Tiff => tiff::create(dest, layout)?,
+        Format::Npy => npy::create(dest, layout)?,
+        Format::Raw => {
+            let file = std::fs::File::create(dest)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dest.display()))?;
+            Box::new(raw::RawSink::new(file))
+        }
+    })
+}
+
 /// The format of an import source, from what the path holds.
-fn detect(path: &Path) -> anyhow::Result<Format> {
+pub fn detect(path: &Path) -> anyhow::Result<Format> {
     if !path.exists() {
         bail!("{}: no such file or folder", path.display());
     }

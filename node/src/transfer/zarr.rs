@@ -310,8 +310,9 @@ fn ome_unit(unit: &str) -> Option<&'static str> {
 }
 
 /// The attributes of an OME-Zarr 0.5 multiscale group whose levels `s0`, `s1`, … have these
-/// layouts (level 0 first). A level-k voxel covers 2^k level-0 voxels: its centre sits half of
-/// them in, hence the translation.
+/// layouts (level 0 first). OME-Zarr places voxel centres (Neuroglancer and napari read it so),
+/// while a node's voxel i spans [i, i + 1): so each level's translation is the centre of its
+/// voxel 0, half a voxel in from its corner, which keeps every level on the node's grid.
 pub fn ome_attributes(name: &str, levels: &[Layout]) -> Value {
     let base = &levels[0];
     let axes: Vec<Value> = ["z", "y", "x"]
@@ -325,9 +326,7 @@ pub fn ome_attributes(name: &str, levels: &[Layout]) -> Value {
         .iter()
         .enumerate()
         .map(|(k, l)| {
-            let t: [f64; 3] = std::array::from_fn(|a| {
-                l.origin[a] as f64 * l.voxel_size[a] + (l.voxel_size[a] - base.voxel_size[a]) / 2.0
-            });
+            let t: [f64; 3] = std::array::from_fn(|a| (l.origin[a] as f64 + 0.5) * l.voxel_size[a]);
             json!({
                 "path": format!("s{k}"),
                 "coordinateTransformations": [
