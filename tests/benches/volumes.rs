@@ -3,8 +3,8 @@
 //! chunks, zstd) and to a multi-page TIFF, and those are imported with `dvid import` into a new
 //! instance. Each is timed beside its limit, measured in the same run in-process on every core:
 //! - import: the slower of reading and decoding the source alone (the importer's own readers,
-//!   zarrs and tiff) and compressing and storing the same blocks alone (the store's bulk block
-//!   write on a fresh data dir);
+//!   zarrs and tiff) and compressing and storing the same blocks alone (lz4 and the engine's
+//!   bulk object write on a fresh data dir);
 //! - export: the slower of reading the version's slabs from the store alone (a copy of the data
 //!   dir) and writing the format alone from memory (the exporter's own writers).
 //!
@@ -13,7 +13,7 @@
 //! volumes` (`-- --quick` for N = 512).
 
 use dvid_node::transfer::{self, Box3, Dtype, Format, Layout};
-use dvid_store::{Codec, InstanceSpec, Store, Subvolume};
+use dvid_store::{Codec, ObjectId, Store, Subvolume};
 use dvid_tests::{Node, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -218,29 +218,20 @@ fn read_source_limit(path: &Path, format: Format, n: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Seconds to compress and store the volume's blocks into a fresh store (the store's bulk block
-/// write, 64 blocks a batch, batches on every core).
+/// Seconds to compress the volume's blocks (lz4, the instance's codec) and store them as
+/// objects in a fresh store, 128 blocks (32 MiB) a batch (the engine's bulk path), on every core:
+/// the least any write of them costs, with no working entries or extents to keep.
 fn store_limit(dir: &Path, n: usize) -> f64 {
     let store = Store::open_fjall(dir).unwrap();
-    let uuid = store.create_repo("limit", "").unwrap().to_string();
-    store
-        .create_instance(
-            &uuid,
-            "em",
-            InstanceSpec::voxels("uint8blk", Codec::Lz4, BLOCK as i32).unwrap(),
-        )
-        .unwrap();
-    let h = store.handle(&uuid, "em").unwrap();
     let per = n / BLOCK;
     // The blocks in memory first: only compressing and storing them is timed.
     let slabs: Vec<Vec<u8>> = (0..n)
         .step_by(BLOCK)
         .map(|z| dvid_tests::em_slab(n, z, BLOCK))
         .collect();
-    let mut batches = Vec::new();
-    for (bz, slab) in slabs.iter().enumerate() {
+    let mut blocks = Vec::with_capacity(per * per * per);
+    for slab in &slabs {
         for by in 0..per {
-            let mut batch = Vec::with_capacity(per);
             for bx in 0..per {
                 let mut block = Vec::with_capacity(BLOCK.pow(3));
                 for z in 0..BLOCK {
@@ -249,20 +240,26 @@ fn store_limit(dir: &Path, n: usize) -> f64 {
                         block.extend_from_slice(&slab[at..at + BLOCK]);
                     }
                 }
-                batch.push(([bx as i32, by as i32, bz as i32], block));
+                blocks.push(block);
             }
-            batches.push(batch);
         }
     }
-    let extents = ([0; 3], [n as i32 - 1; 3]);
-    let queue = std::sync::Mutex::new(batches);
+    let batches: Vec<&[Vec<u8>]> = blocks.chunks(128).collect();
+    let next = AtomicUsize::new(0);
     let t = Instant::now();
     on_every_core(|| {
         loop {
-            let Some(batch) = queue.lock().unwrap().pop() else {
+            let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return;
             };
-            store.write_blocks(&h, batch, extents).unwrap();
+            let objects: Vec<(ObjectId, Vec<u8>)> = batch
+                .iter()
+                .map(|b| {
+                    let payload = Codec::Lz4.encode(b, [BLOCK as i32; 3]);
+                    (ObjectId::of(&payload), payload)
+                })
+                .collect();
+            store.objects().put_objects(&objects).unwrap();
         }
     });
     store.flush().unwrap();
