@@ -301,7 +301,11 @@ impl Client {
         let resp = self.send(reqwest::Method::GET, path, |r| r)?;
         let status = resp.status();
         if !status.is_success() {
-            bail!("{status}: {}", resp.text()?.trim());
+            return Err(Refusal {
+                status,
+                message: resp.text()?.trim().to_string(),
+            }
+            .into());
         }
         Ok(resp.bytes()?.to_vec())
     }
@@ -353,11 +357,31 @@ fn print_diff(d: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node's answer that is not a success: its status and message.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct Refusal {
+    pub status: reqwest::StatusCode,
+    pub message: String,
+}
+
+impl Refusal {
+    /// Whether the error is a node's refusal of the request itself (a 4xx).
+    pub fn is_client_error(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Self>()
+            .is_some_and(|r| r.status.is_client_error())
+    }
+}
+
 fn answer(resp: reqwest::blocking::Response) -> anyhow::Result<Value> {
     let status = resp.status();
     let text = resp.text()?;
     if !status.is_success() {
-        bail!("{status}: {}", text.trim());
+        return Err(Refusal {
+            status,
+            message: text.trim().to_string(),
+        }
+        .into());
     }
     serde_json::from_str(&text).with_context(|| format!("node answered non-JSON: {text}"))
 }

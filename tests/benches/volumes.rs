@@ -138,6 +138,14 @@ fn main() {
             ]
         })
         .collect();
+    // Memory stays bounded by rows of blocks, not the volume: the largest resident set of the
+    // import and export commands (the children this process waited for) and of the node.
+    println!(
+        "  peak memory: dvid import/export {:.0} MiB, the node {:.0} MiB, for a {:.0} MiB volume",
+        children_max_rss_kib() as f64 / 1024.0,
+        peak_rss_kib(node.pid()) as f64 / 1024.0,
+        bytes / (1 << 20) as f64
+    );
     let zarr = fetch_all(&node, &blocks, |[x, y, z]| {
         format!("/api/node/{root}/em/zarr/c/{z}/{y}/{x}")
     });
@@ -264,6 +272,27 @@ fn store_limit(dir: &Path, n: usize) -> f64 {
     });
     store.flush().unwrap();
     t.elapsed().as_secs_f64()
+}
+
+/// The largest resident set, in KiB, of the children this process has waited for.
+fn children_max_rss_kib() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_CHILDREN is a valid target.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_maxrss as u64
+}
+
+/// A running process's peak resident set, in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn on_every_core(job: impl Fn() + Sync) {

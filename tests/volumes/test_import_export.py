@@ -160,11 +160,17 @@ def test_export_of_a_version_reads_in_zarr_tensorstore_and_reimports(node, tmp_p
     assert np.array_equal(group["s1"][:], level1)
     t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(out / "s0")}}).result()
     assert np.array_equal(t.read().result(), vol)
-    # The export imports again into another repo, voxel for voxel.
+    # The export imports again into another repo, voxel for voxel, with its levels.
     other = new_repo(node)
-    dvid(node, "import", str(out), "--version", other, "--instance", "copy")
+    dvid(node, "import", str(out), "--version", other, "--instance", "copy", "--all-levels")
     assert np.array_equal(get_raw(node, other, "copy", (0, 0, 0), (64, 64, 64), np.uint8), vol)
     assert info(node, other, "copy")["Extended"]["BlockSize"] == [32, 32, 32]
+    assert np.array_equal(get_raw(node, other, "copy_1", (0, 0, 0), (32, 32, 32), np.uint8), level1)
+    level_info = info(node, other, "copy_1")["Extended"]
+    assert level_info["VoxelSize"] == [16, 16, 16] and level_info["BlockSize"] == [32, 32, 32]
+    # They are levels as downres makes them: it takes them and brings them up to date.
+    r = requests.post(f"{node.api}/node/{other}/copy/downres")
+    assert r.status_code == 200, r.text
 
 
 def test_bad_sources_fail_clearly_and_change_nothing(node, tmp_path):
@@ -214,6 +220,11 @@ def test_bad_sources_fail_clearly_and_change_nothing(node, tmp_path):
     chunk = cut / "c" / "1" / "1" / "1"
     chunk.write_bytes(chunk.read_bytes()[:40])
     refused(cut, says="instance is unchanged")
+    # A committed version takes no import: the node's refusal, said as it gave it.
+    good = tmp_path / "good.npy"
+    np.save(str(good), realistic_gray(SHAPE, seed=14))
+    assert requests.post(f"{node.api}/node/{uuid}/commit", json={"note": "locked"}).status_code == 200
+    refused(good, says="locked")
 
 
 def test_an_interrupted_import_resumes_without_restaging(node, tmp_path):

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Most bytes one staging request carries: bounds each worker's memory.
 const MAX_BRICK_BYTES: u64 = 32 << 20;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ImportArgs {
     /// The file or folder to read (the format is told from it, or given with --format).
     pub source: PathBuf,
@@ -45,6 +45,9 @@ pub struct ImportArgs {
     /// The scale level of an OME-Zarr image to import.
     #[arg(long, default_value_t = 0)]
     pub level: u32,
+    /// Every scale level of an OME-Zarr image: level k into NAME_k, as `dvid downres` names them.
+    #[arg(long)]
+    pub all_levels: bool,
     /// Shape X,Y,Z of a raw source.
     #[arg(long)]
     pub shape: Option<String>,
@@ -56,10 +59,11 @@ pub struct ImportArgs {
     pub workers: usize,
 }
 
-/// Why an import stopped: the source (the import is dropped: it can never finish) or the node
-/// (the staged blocks stay, to resume).
+/// Why an import stopped: the source, or the node refusing a block (the import is dropped: it
+/// can never finish), or the node out of reach or failing (the staged blocks stay, to resume).
 enum Failure {
     Source(anyhow::Error),
+    Refused(anyhow::Error),
     Node(anyhow::Error),
 }
 
@@ -68,7 +72,78 @@ pub fn import(node: &Client, args: ImportArgs) -> anyhow::Result<()> {
         Some(f) => f,
         None => detect(&args.source)?,
     };
-    let source = open(&args, format)?;
+    if args.all_levels {
+        return import_levels(node, args, format);
+    }
+    import_one(node, &args, format)
+}
+
+/// Every scale level of an OME-Zarr image: level 0 into the instance, level k into its level
+/// `NAME_k` (the type and block size of the levels `dvid downres` builds, placed at the offset
+/// divided by 2^k). Each level lands whole or not at all, in order.
+fn import_levels(node: &Client, args: ImportArgs, format: Format) -> anyhow::Result<()> {
+    if format != Format::OmeZarr {
+        bail!(
+            "--all-levels is for OME-Zarr images; {} is {format:?}",
+            args.source.display()
+        );
+    }
+    if args.level != 0 || args.region.is_some() {
+        bail!("--all-levels imports whole levels from level 0: leave out --level and --region");
+    }
+    let count = super::zarr::ome_level_count(&args.source)?;
+    import_one(
+        node,
+        &ImportArgs {
+            all_levels: false,
+            ..args.clone()
+        },
+        format,
+    )?;
+    let info = node.get(&format!(
+        "/api/node/{}/{}/info",
+        args.version, args.instance
+    ))?;
+    let typename = info["Base"]["TypeName"].as_str().unwrap_or("");
+    let level_type = if typename == "labelmap" {
+        "labelblk"
+    } else {
+        typename
+    };
+    let bs = block_size(&info)?;
+    let offset = match &args.offset {
+        Some(text) => Some(parse_triple(text)?),
+        None => None,
+    };
+    for k in 1..count {
+        let name = format!("{}_{k}", args.instance);
+        let exists = node
+            .get_if_found(&format!("/api/node/{}/{name}/info", args.version))?
+            .is_some();
+        let level = ImportArgs {
+            instance: name,
+            level: k as u32,
+            all_levels: false,
+            typename: (!exists).then(|| level_type.to_string()),
+            block_size: (!exists).then(|| format!("{},{},{}", bs[0], bs[1], bs[2])),
+            offset: offset.map(|o| {
+                let f = 1i64 << k;
+                format!(
+                    "{},{},{}",
+                    o[0].div_euclid(f),
+                    o[1].div_euclid(f),
+                    o[2].div_euclid(f)
+                )
+            }),
+            ..args.clone()
+        };
+        import_one(node, &level, format)?;
+    }
+    Ok(())
+}
+
+fn import_one(node: &Client, args: &ImportArgs, format: Format) -> anyhow::Result<()> {
+    let source = open(args, format)?;
     let shape = source.shape();
     if shape.contains(&0) {
         bail!(
@@ -76,16 +151,16 @@ pub fn import(node: &Client, args: ImportArgs) -> anyhow::Result<()> {
             source.describe()
         );
     }
-    let (region, dest_offset) = placement(&args, source.as_ref())?;
+    let (region, dest_offset) = placement(args, source.as_ref())?;
     let dtype = source.dtype();
     let stored = if dtype == Dtype::U8 {
         Dtype::U8
     } else {
         Dtype::U64
     };
-    let info = instance(node, &args, source.as_ref(), dtype)?;
+    let info = instance(node, args, source.as_ref(), dtype)?;
     let bs = block_size(&info)?;
-    let session = session_name(&args, format, region, dest_offset)?;
+    let session = session_name(args, format, region, dest_offset)?;
     let base = format!(
         "/api/node/{}/{}/import/{session}",
         args.version, args.instance
@@ -128,7 +203,7 @@ pub fn import(node: &Client, args: ImportArgs) -> anyhow::Result<()> {
         args.workers.max(1),
     );
     match failure {
-        Some(Failure::Source(e)) => {
+        Some(Failure::Source(e) | Failure::Refused(e)) => {
             progress.abandon();
             let dropped = node.delete(&base).err();
             let note = match dropped {
@@ -434,7 +509,13 @@ fn stage(
         &format!("{base}/raw/0_1_2/{sx}_{sy}_{sz}/{x}_{y}_{z}"),
         data,
     )
-    .map_err(Failure::Node)?;
+    .map_err(|e| {
+        if crate::client::Refusal::is_client_error(&e) {
+            Failure::Refused(e.context("the node refused a block"))
+        } else {
+            Failure::Node(e)
+        }
+    })?;
     progress.add(bytes, brick.blocks.len() as u64);
     Ok(())
 }

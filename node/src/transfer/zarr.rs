@@ -59,19 +59,7 @@ impl ZarrSource {
     /// Level `level` of an OME-Zarr image's first multiscale.
     pub fn open_ome(path: &Path, level: u32) -> anyhow::Result<Self> {
         let st = store(path)?;
-        let group = Group::open(st.clone(), "/")
-            .map_err(|e| anyhow::anyhow!("{}: not a Zarr group: {e}", path.display()))?;
-        let attrs = group.attributes();
-        // OME-Zarr 0.5 keeps its metadata under "ome"; 0.4 at the top of .zattrs.
-        let ome = attrs.get("ome").unwrap_or(&Value::Null);
-        let multiscales = ome.get("multiscales").or_else(|| attrs.get("multiscales"));
-        let Some(ms) = multiscales.and_then(|m| m.get(0)) else {
-            bail!(
-                "{}: a Zarr group without OME-Zarr multiscales metadata: import one of its arrays",
-                path.display()
-            );
-        };
-        let datasets = ms["datasets"].as_array().cloned().unwrap_or_default();
+        let datasets = ome_datasets(st.clone(), path)?;
         let Some(ds) = datasets.get(level as usize) else {
             bail!(
                 "{}: the image has {} scale levels; there is no level {level}",
@@ -130,6 +118,28 @@ impl ZarrSource {
             voxel_size,
         })
     }
+}
+
+/// The datasets (scale levels) of an OME-Zarr image's first multiscale, finest first.
+fn ome_datasets(st: Arc<FilesystemStore>, path: &Path) -> anyhow::Result<Vec<Value>> {
+    let group = Group::open(st, "/")
+        .map_err(|e| anyhow::anyhow!("{}: not a Zarr group: {e}", path.display()))?;
+    let attrs = group.attributes();
+    // OME-Zarr 0.5 keeps its metadata under "ome"; 0.4 at the top of .zattrs.
+    let ome = attrs.get("ome").unwrap_or(&Value::Null);
+    let multiscales = ome.get("multiscales").or_else(|| attrs.get("multiscales"));
+    let Some(ms) = multiscales.and_then(|m| m.get(0)) else {
+        bail!(
+            "{}: a Zarr group without OME-Zarr multiscales metadata: import one of its arrays",
+            path.display()
+        );
+    };
+    Ok(ms["datasets"].as_array().cloned().unwrap_or_default())
+}
+
+/// How many scale levels an OME-Zarr image has.
+pub fn ome_level_count(path: &Path) -> anyhow::Result<usize> {
+    Ok(ome_datasets(store(path)?, path)?.len())
 }
 
 fn dtype_name(dt: &DataType) -> String {
