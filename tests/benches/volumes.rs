@@ -66,21 +66,26 @@ fn main() {
         mb(read_store)
     );
 
+    let mut peak_cli = 0u64;
     for (format, name) in [(Format::Zarr, "em.zarr"), (Format::Tiff, "em.tif")] {
         let dest = work.path().join(name);
         let t = Instant::now();
-        let (ok, _, err) = node.cli(&[
-            "export",
-            dest.to_str().unwrap(),
-            "--version",
-            &root,
-            "--instance",
-            "em",
-            "--format",
-            &format!("{format:?}").to_lowercase(),
-        ]);
+        let (ok, err, rss) = cli_measured(
+            &node,
+            &[
+                "export",
+                dest.to_str().unwrap(),
+                "--version",
+                &root,
+                "--instance",
+                "em",
+                "--format",
+                &format!("{format:?}").to_lowercase(),
+            ],
+        );
         assert!(ok, "export failed: {err}");
         let export = t.elapsed().as_secs_f64();
+        peak_cli = peak_cli.max(rss);
         let write = write_limit(
             &work.path().join(format!("limit-{name}")),
             format,
@@ -100,16 +105,20 @@ fn main() {
         let limit = read.max(store);
         let instance = format!("from_{}", format!("{format:?}").to_lowercase());
         let t = Instant::now();
-        let (ok, _, err) = node.cli(&[
-            "import",
-            dest.to_str().unwrap(),
-            "--version",
-            &target,
-            "--instance",
-            &instance,
-        ]);
+        let (ok, err, rss) = cli_measured(
+            &node,
+            &[
+                "import",
+                dest.to_str().unwrap(),
+                "--version",
+                &target,
+                "--instance",
+                &instance,
+            ],
+        );
         assert!(ok, "import failed: {err}");
         let import = t.elapsed().as_secs_f64();
+        peak_cli = peak_cli.max(rss);
         println!(
             "  import from {format:?}: {:.0} MB/s; reading and decoding it alone {:.0} MB/s, storing the blocks alone {:.0} MB/s; ratio to the slower {:.2}",
             mb(import),
@@ -139,10 +148,10 @@ fn main() {
         })
         .collect();
     // Memory stays bounded by rows of blocks, not the volume: the largest resident set of the
-    // import and export commands (the children this process waited for) and of the node.
+    // import and export commands, and of the node that served them (restarted after the ingest).
     println!(
         "  peak memory: dvid import/export {:.0} MiB, the node {:.0} MiB, for a {:.0} MiB volume",
-        children_max_rss_kib() as f64 / 1024.0,
+        peak_cli as f64 / 1024.0,
         peak_rss_kib(node.pid()) as f64 / 1024.0,
         bytes / (1 << 20) as f64
     );
@@ -274,15 +283,33 @@ fn store_limit(dir: &Path, n: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// The largest resident set, in KiB, of the children this process has waited for.
-fn children_max_rss_kib() -> u64 {
+/// Runs a `dvid` client command against the node; returns whether it succeeded, its stderr and
+/// its peak resident set in KiB (from `wait4`, for that child alone).
+fn cli_measured(node: &Node, args: &[&str]) -> (bool, String, u64) {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    // Reaped by wait4 below, which reports this child's own peak memory (Child::wait does not).
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(dvid_tests::dvid_bin())
+        .args(args)
+        .env("DVID_SERVER", &node.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_CHILDREN is a valid target.
+    // SAFETY: wait4 reaps this child (never waited for elsewhere) and fills the struct given.
     let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        let pid = libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr());
+        assert_eq!(pid, child.id() as i32, "wait4 failed");
         usage.assume_init()
     };
-    usage.ru_maxrss as u64
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (
+        ok,
+        std::fs::read_to_string(err.path()).unwrap(),
+        usage.ru_maxrss as u64,
+    )
 }
 
 /// A running process's peak resident set, in KiB (VmHWM).
