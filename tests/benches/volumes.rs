@@ -284,31 +284,29 @@ fn store_limit(dir: &Path, n: usize) -> f64 {
 }
 
 /// Runs a `dvid` client command against the node; returns whether it succeeded, its stderr and
-/// its peak resident set in KiB (from `wait4`, for that child alone).
+/// its peak resident set in KiB. The peak is read from /proc while it runs: a child's own
+/// rusage would also count this process's memory, which a spawned child shares until it execs.
 fn cli_measured(node: &Node, args: &[&str]) -> (bool, String, u64) {
     let err = tempfile::NamedTempFile::new().unwrap();
-    // Reaped by wait4 below, which reports this child's own peak memory (Child::wait does not).
-    #[allow(clippy::zombie_processes)]
-    let child = std::process::Command::new(dvid_tests::dvid_bin())
+    let mut child = std::process::Command::new(dvid_tests::dvid_bin())
         .args(args)
         .env("DVID_SERVER", &node.url)
         .stdout(std::process::Stdio::null())
         .stderr(err.reopen().unwrap())
         .spawn()
         .unwrap();
-    let mut status = 0;
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: wait4 reaps this child (never waited for elsewhere) and fills the struct given.
-    let usage = unsafe {
-        let pid = libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr());
-        assert_eq!(pid, child.id() as i32, "wait4 failed");
-        usage.assume_init()
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(peak_rss_kib(child.id()));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     (
-        ok,
+        status.success(),
         std::fs::read_to_string(err.path()).unwrap(),
-        usage.ru_maxrss as u64,
+        peak,
     )
 }
 

@@ -182,7 +182,11 @@ impl Store {
             write.put_index(body, &idx);
             write.put_index(label, &new_body);
             let mut sv_splits = serde_json::Map::new();
-            for (&sv, h) in &halves {
+            // In supervoxel order: JSON maps keep insertion order (serde_json's preserve_order,
+            // which zarrs turns on), and the record is stored and listed.
+            let mut in_order: Vec<_> = halves.iter().collect();
+            in_order.sort_unstable_by_key(|(sv, _)| **sv);
+            for (&sv, h) in in_order {
                 write.put_mapping(h.split, label);
                 write.put_mapping(h.remain, body);
                 write.put(meta_key(MAPPING, sv), 0u64.to_le_bytes().to_vec());
